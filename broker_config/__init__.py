@@ -1,0 +1,22 @@
+"""Mosquitto configuration for framewire, and Mosquitto as an embedded child process."""
+
+from broker_config.embedded import (
+    INSTALL_HINT,
+    BrokerError,
+    EmbeddedBroker,
+    find_mosquitto,
+    free_port,
+)
+from broker_config.render import AgentAccount, BrokerPlan, default_accounts, write_broker_files
+
+__all__ = [
+    "INSTALL_HINT",
+    "AgentAccount",
+    "BrokerError",
+    "BrokerPlan",
+    "EmbeddedBroker",
+    "default_accounts",
+    "find_mosquitto",
+    "free_port",
+    "write_broker_files",
+]

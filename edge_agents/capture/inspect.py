@@ -1,0 +1,124 @@
+"""Deciding whether a file is a frame: by its bytes, never by its name."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from schemas import ErrorKind
+
+FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+class FrameRejectedError(Exception):
+    """A file that cannot be a frame; `reason` is written for the person who reads it."""
+
+    def __init__(self, kind: ErrorKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    sha256: str
+    size: int
+    content_type: str
+    format: str
+    width: int
+    height: int
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def read_bounded(path: Path, limits: ImageLimits) -> bytes:
+    """Read a file, refusing it before reading when it is empty or over the size limit."""
+    size = path.stat().st_size
+    if size == 0:
+        raise FrameRejectedError(ErrorKind.EMPTY, "file is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise FrameRejectedError(
+            ErrorKind.TOO_LARGE,
+            f"file is {_mib(size)}, over the {_mib(limits.max_bytes)} limit (max_frame_bytes)",
+        )
+    data = path.read_bytes()
+    if len(data) > limits.max_bytes:  # grew between stat and read
+        raise FrameRejectedError(ErrorKind.TOO_LARGE, f"file grew past {_mib(limits.max_bytes)}")
+    return data
+
+
+def inspect_image(data: bytes, limits: ImageLimits) -> Inspection:
+    """Check that `data` is a complete image of an allowed type within the limits.
+
+    The type is found from the bytes; the pixel count is checked from the header before any
+    pixel is decoded (a decompression bomb never gets decoded); then the whole image is
+    decoded, so a truncated or corrupt file is caught here and not on the inference box.
+    """
+    if not data:
+        raise FrameRejectedError(ErrorKind.EMPTY, "file is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise FrameRejectedError(
+            ErrorKind.TOO_LARGE,
+            f"{_mib(len(data))} is over the {_mib(limits.max_bytes)} limit (max_frame_bytes)",
+        )
+    allowed = ", ".join(limits.formats)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(limits.formats))
+    except UnidentifiedImageError:
+        raise FrameRejectedError(
+            ErrorKind.NOT_IMAGE, f"not an image of an allowed type ({allowed})"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise FrameRejectedError(
+            ErrorKind.DECOMPRESSION_BOMB, f"refused as a decompression bomb: {err}"
+        ) from None
+    except Exception as err:  # Pillow plugins raise several kinds on corrupt headers
+        raise FrameRejectedError(ErrorKind.NOT_IMAGE, f"unreadable image header: {err}") from None
+    with image:
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise FrameRejectedError(
+                ErrorKind.DECOMPRESSION_BOMB,
+                f"image is {width}x{height} = {width * height:,} pixels, over the "
+                f"{limits.max_pixels:,} limit (max_pixels)",
+            )
+        fmt = image.format or ""
+        try:
+            # Decode every byte of the stream; JPEGs decode at 1/8 scale, which still reads
+            # the whole entropy-coded data and so still finds truncation, at a fraction of
+            # the cost.
+            if fmt == "JPEG":
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            image.load()
+        except OSError as err:
+            raise FrameRejectedError(
+                ErrorKind.TRUNCATED, f"image data is truncated or corrupt: {err}"
+            ) from None
+        except Exception as err:
+            raise FrameRejectedError(
+                ErrorKind.NOT_IMAGE, f"image could not be decoded: {err}"
+            ) from None
+    return Inspection(
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        content_type=FORMATS[fmt],
+        format=fmt,
+        width=width,
+        height=height,
+    )

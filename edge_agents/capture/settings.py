@@ -1,0 +1,80 @@
+"""Configuration of the capture agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from edge_agents.capture.inspect import ImageLimits
+from edge_agents.runtime import AgentSettings
+from schemas import check_identifier
+
+
+class CaptureSettings(AgentSettings):
+    """Capture agent: watches a folder and publishes every new image as a frame."""
+
+    toml_section: ClassVar[str | None] = "capture"
+    agent_kind: ClassVar[str] = "capture"
+
+    station: str = Field(default="station-1", description="Id of this capture station.")
+    watch_dir: Path = Field(
+        default=Path("captures"), description="Folder the camera software writes images into."
+    )
+    state_db: Path | None = Field(
+        default=None, description="Capture state database; default <data_dir>/capture.sqlite3."
+    )
+    max_frame_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        gt=0,
+        le=200 * 1024 * 1024,
+        description="Largest file accepted, bytes; the broker's packet limit must exceed it.",
+    )
+    max_pixels: int = Field(
+        default=50_000_000, gt=0, description="Largest image accepted, pixels (bomb guard)."
+    )
+    allowed_formats: list[Literal["JPEG", "PNG", "WEBP"]] = Field(
+        default=["JPEG", "PNG", "WEBP"], description="Image types accepted, found by content."
+    )
+    settle_seconds: float = Field(
+        default=0.5, gt=0, description="A file is taken once unchanged for this long."
+    )
+    rescan_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between full rescans of the folder."
+    )
+    force_polling: bool = Field(
+        default=False, description="Poll the folder instead of OS events (network shares)."
+    )
+    max_in_flight: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="Frames published but not yet acknowledged by the ledger, at most.",
+    )
+    ack_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for the ledger before resending."
+    )
+    resend_backoff_max: float = Field(
+        default=900.0, gt=0, description="Longest pause between resends of one frame, seconds."
+    )
+    max_attempts: int = Field(
+        default=50, ge=1, description="Resends before a frame is quarantined as undeliverable."
+    )
+
+    @field_validator("station")
+    @classmethod
+    def _valid_station(cls, value: str) -> str:
+        return check_identifier(value, "station")
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(
+            max_bytes=self.max_frame_bytes,
+            max_pixels=self.max_pixels,
+            formats=tuple(self.allowed_formats),
+        )
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_db or self.data_dir / "capture.sqlite3"

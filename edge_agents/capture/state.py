@@ -1,0 +1,298 @@
+"""The capture box's record of every frame's life, in SQLite (WAL).
+
+A frame moves  seen -> published -> inferred -> ledgered,  or ends `quarantined` with a
+reason. A row is written before the frame is first published, so a crash at any point
+leaves a frame that is resent, never one that is forgotten.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from edge_agents.runtime import SqliteThread, transaction
+
+FrameState = Literal["seen", "published", "inferred", "ledgered", "quarantined"]
+STATES: tuple[FrameState, ...] = ("seen", "published", "inferred", "ledgered", "quarantined")
+PENDING: tuple[FrameState, ...] = ("seen", "published", "inferred")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    frame_id      TEXT NOT NULL UNIQUE,
+    relpath       TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    mtime_ns      INTEGER NOT NULL,
+    sha256        TEXT,
+    content_type  TEXT,
+    captured_at   TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN
+                    ('seen', 'published', 'inferred', 'ledgered', 'quarantined')),
+    reason        TEXT,
+    error_kind    TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_attempt  REAL,
+    seen_at       REAL NOT NULL,
+    published_at  REAL,
+    inferred_at   REAL,
+    ledgered_at   REAL,
+    updated_at    REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS frames_content ON frames (relpath, sha256);
+CREATE INDEX IF NOT EXISTS frames_version ON frames (relpath, size, mtime_ns);
+CREATE INDEX IF NOT EXISTS frames_state ON frames (state, next_attempt);
+"""
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    seq: int
+    frame_id: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    content_type: str | None
+    captured_at: datetime
+    state: FrameState
+    reason: str | None
+    attempts: int
+    seen_at: float
+
+    @classmethod
+    def of(cls, row: sqlite3.Row) -> FrameRow:
+        return cls(
+            seq=row["seq"],
+            frame_id=row["frame_id"],
+            relpath=row["relpath"],
+            size=row["size"],
+            mtime_ns=row["mtime_ns"],
+            sha256=row["sha256"],
+            content_type=row["content_type"],
+            captured_at=datetime.fromisoformat(row["captured_at"]),
+            state=row["state"],
+            reason=row["reason"],
+            attempts=row["attempts"],
+            seen_at=row["seen_at"],
+        )
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    relpath: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def captured_at(self) -> datetime:
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, UTC)
+
+
+@dataclass(frozen=True)
+class StateSummary:
+    counts: dict[str, int]
+    oldest_pending: FrameRow | None
+
+
+def _init(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
+def _knows_version(conn: sqlite3.Connection, v: FileVersion) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ? LIMIT 1",
+        (v.relpath, v.size, v.mtime_ns),
+    ).fetchone()
+    return row is not None
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    frame_id: str,
+    v: FileVersion,
+    sha256: str | None,
+    content_type: str | None,
+    state: FrameState,
+    reason: str | None,
+    error_kind: str | None,
+    now: float,
+) -> FrameRow | None:
+    with transaction(conn):
+        if sha256 is not None:
+            known = conn.execute(
+                "SELECT 1 FROM frames WHERE relpath = ? AND sha256 = ?", (v.relpath, sha256)
+            ).fetchone()
+            if known:
+                return None
+        cur = conn.execute(
+            "INSERT INTO frames (frame_id, relpath, size, mtime_ns, sha256, content_type,"
+            " captured_at, state, reason, error_kind, seen_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                frame_id,
+                v.relpath,
+                v.size,
+                v.mtime_ns,
+                sha256,
+                content_type,
+                v.captured_at.isoformat(),
+                state,
+                reason,
+                error_kind,
+                now,
+                now,
+            ),
+        )
+        row = conn.execute("SELECT * FROM frames WHERE seq = ?", (cur.lastrowid,)).fetchone()
+    return FrameRow.of(row)
+
+
+def _due(conn: sqlite3.Connection, now: float, window: int) -> tuple[list[FrameRow], int]:
+    """Frames to (re)send now: overdue resends first, then new frames up to the window."""
+    resend = conn.execute(
+        "SELECT * FROM frames WHERE state IN ('published', 'inferred') AND next_attempt <= ?"
+        " ORDER BY next_attempt LIMIT ?",
+        (now, window),
+    ).fetchall()
+    in_flight = conn.execute(
+        "SELECT count(*) FROM frames WHERE state IN ('published', 'inferred')"
+    ).fetchone()[0]
+    room = max(0, window - in_flight)
+    fresh = conn.execute(
+        "SELECT * FROM frames WHERE state = 'seen' ORDER BY seq LIMIT ?", (room,)
+    ).fetchall()
+    return [FrameRow.of(r) for r in (*resend, *fresh)], in_flight + len(fresh)
+
+
+def _next_due(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(
+        "SELECT min(next_attempt) FROM frames WHERE state IN ('published', 'inferred')"
+    ).fetchone()
+    return row[0] if row and row[0] is not None else None
+
+
+def _mark_published(
+    conn: sqlite3.Connection, frame_id: str, attempt: int, next_attempt: float, now: float
+) -> None:
+    conn.execute(
+        "UPDATE frames SET state = CASE WHEN state = 'seen' THEN 'published' ELSE state END,"
+        " attempts = ?, next_attempt = ?, published_at = ?, updated_at = ?"
+        " WHERE frame_id = ? AND state IN ('seen', 'published', 'inferred')",
+        (attempt, next_attempt, now, now, frame_id),
+    )
+
+
+def _advance(
+    conn: sqlite3.Connection, frame_id: str, state: FrameState, now: float
+) -> FrameState | None:
+    """Move a frame forward (never back); returns its state before, None if unknown."""
+    row = conn.execute("SELECT state FROM frames WHERE frame_id = ?", (frame_id,)).fetchone()
+    if row is None:
+        return None
+    before: FrameState = row["state"]
+    if STATES.index(state) > STATES.index(before) and before != "quarantined":
+        column = f"{state}_at"
+        conn.execute(
+            f"UPDATE frames SET state = ?, {column} = ?, updated_at = ?"  # noqa: S608 - fixed names
+            " WHERE frame_id = ?",
+            (state, now, now, frame_id),
+        )
+    return before
+
+
+def _quarantine(
+    conn: sqlite3.Connection, frame_id: str, kind: str, reason: str, now: float
+) -> None:
+    conn.execute(
+        "UPDATE frames SET state = 'quarantined', error_kind = ?, reason = ?, updated_at = ?"
+        " WHERE frame_id = ?",
+        (kind, reason, now, frame_id),
+    )
+
+
+def _summary(conn: sqlite3.Connection) -> StateSummary:
+    counts: dict[str, int] = dict.fromkeys(STATES, 0)
+    for row in conn.execute("SELECT state, count(*) AS n FROM frames GROUP BY state"):
+        counts[row["state"]] = row["n"]
+    oldest = conn.execute(
+        "SELECT * FROM frames WHERE state IN ('seen', 'published', 'inferred') ORDER BY seq LIMIT 1"
+    ).fetchone()
+    return StateSummary(counts=counts, oldest_pending=FrameRow.of(oldest) if oldest else None)
+
+
+def _get(conn: sqlite3.Connection, frame_id: str) -> FrameRow | None:
+    row = conn.execute("SELECT * FROM frames WHERE frame_id = ?", (frame_id,)).fetchone()
+    return FrameRow.of(row) if row else None
+
+
+class CaptureState:
+    """Async facade over the capture state database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = SqliteThread(path, synchronous="FULL")
+
+    async def __aenter__(self) -> CaptureState:
+        await self._db.__aenter__()
+        await self._db.run(_init)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._db.__aexit__(None, None, None)
+
+    async def knows(self, version: FileVersion) -> bool:
+        return await self._db.run(_knows_version, version)
+
+    async def record(
+        self,
+        frame_id: str,
+        version: FileVersion,
+        *,
+        sha256: str | None,
+        content_type: str | None = None,
+        state: FrameState = "seen",
+        reason: str | None = None,
+        error_kind: str | None = None,
+        now: float,
+    ) -> FrameRow | None:
+        """Insert a new frame; None when this content at this path is already known."""
+        return await self._db.run(
+            _insert, frame_id, version, sha256, content_type, state, reason, error_kind, now
+        )
+
+    async def due(self, now: float, window: int) -> tuple[list[FrameRow], int]:
+        """Frames to send now, and how many will then be in flight."""
+        return await self._db.run(_due, now, window)
+
+    async def next_due(self) -> float | None:
+        return await self._db.run(_next_due)
+
+    async def mark_published(
+        self, frame_id: str, attempt: int, next_attempt: float, now: float
+    ) -> None:
+        await self._db.run(_mark_published, frame_id, attempt, next_attempt, now)
+
+    async def advance(self, frame_id: str, state: FrameState, now: float) -> FrameState | None:
+        return await self._db.run(_advance, frame_id, state, now)
+
+    async def quarantine(self, frame_id: str, kind: str, reason: str, now: float) -> None:
+        await self._db.run(_quarantine, frame_id, kind, reason, now)
+
+    async def summary(self) -> StateSummary:
+        return await self._db.run(_summary)
+
+    async def get(self, frame_id: str) -> FrameRow | None:
+        return await self._db.run(_get, frame_id)
+
+
+def read_summary(path: Path) -> StateSummary:
+    """Summary for the CLI, from a read-only connection (works while the agent runs)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return _summary(conn)
+    finally:
+        conn.close()

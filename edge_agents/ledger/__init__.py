@@ -1,0 +1,1 @@
+"""The ledger agent: every result, stored exactly once."""

@@ -1,0 +1,389 @@
+"""The agent runtime every framewire agent runs inside.
+
+It owns the MQTT connection (MQTT 5, reconnect with jittered backoff, TLS), availability
+(retained `online`, Last Will `offline`), the retained status heartbeat (APScheduler),
+systemd READY/WATCHDOG, subscription dispatch with an error boundary per message, and the
+graceful drain on SIGTERM. An agent module supplies only its own logic: subscriptions with
+handlers, long-running tasks, and a drain step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiomqtt
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
+from edge_agents.runtime.settings import AgentSettings
+from schemas import (
+    AgentStatus,
+    Availability,
+    DeadLetter,
+    ErrorKind,
+    MessageError,
+    TopicTree,
+    encode_json,
+    utc_now,
+)
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+AgentKind = Literal["capture", "inference", "ledger"]
+__version__ = "0.1.0"
+
+
+class NotConnectedError(aiomqtt.MqttError):
+    """Raised by `publish` while the agent has no broker connection."""
+
+
+class ConfigurationError(RuntimeError):
+    """The broker refused something only a configuration change can fix (an ACL, say)."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    topic: str  # as subscribed, possibly "$share/<group>/..."
+    match: str  # filter that incoming topics are matched against
+    handler: Handler
+    qos: int = 1
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, initial: float = 0.2, cap: float = 30.0) -> None:
+        self.initial, self.cap, self.attempt = initial, cap, 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.initial * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class AgentRuntime:
+    """Connection, availability, status and lifecycle for one agent."""
+
+    def __init__(self, settings: AgentSettings, kind: AgentKind, *, persistent: bool) -> None:
+        self.settings = settings
+        self.kind: AgentKind = kind
+        self.agent_id = settings.identity
+        self.topics = TopicTree(settings.topic_prefix)
+        self.persistent = persistent
+        self.counters: Counter[str] = Counter()
+        self.details: dict[str, str | int | float | bool | None] = {}
+        self.connected = asyncio.Event()
+        self.state: Literal["starting", "running", "draining"] = "starting"
+        self._gauges: dict[str, Callable[[], int]] = {}
+        self._subs: list[Subscription] = []
+        self._client: aiomqtt.Client | None = None
+        self._accepting = True
+        self._started_at = utc_now()
+        self._started_mono = time.monotonic()
+        self._notifier = SystemdNotifier()
+        self._ready_sent = False
+
+    # --- what agents call ----------------------------------------------------------------
+    def subscribe(self, topic: str, handler: Handler, *, match: str | None = None) -> None:
+        """Register `handler` for `topic` (QoS 1); call before `run`."""
+        self._subs.append(Subscription(topic=topic, match=match or topic, handler=handler))
+
+    def gauge(self, name: str, read: Callable[[], int]) -> None:
+        """Report `read()` as a queue depth in every status message."""
+        self._gauges[name] = read
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
+        """Publish now; raises NotConnectedError (an MqttError) while disconnected."""
+        client = self._client
+        if client is None:
+            raise NotConnectedError(f"not connected; cannot publish to {topic}")
+        await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    async def publish_when_connected(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
+        """Publish, waiting for (re)connection as long as it takes. For background tasks only:
+        a message handler must use `publish`, since it runs on the connection it waits for."""
+        while True:
+            await self.connected.wait()
+            try:
+                await self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+                return
+            except aiomqtt.MqttError as err:
+                logger.info("publish to %s failed (%s); retrying after reconnect", topic, err)
+                self.connected.clear()
+                await asyncio.sleep(0.1)
+
+    async def dead_letter(
+        self,
+        kind: ErrorKind,
+        reason: str,
+        *,
+        source_topic: str | None = None,
+        source_name: str | None = None,
+        frame_id: str | None = None,
+        payload: bytes | None = None,
+        payload_sha256: str | None = None,
+    ) -> None:
+        """Log and publish what was refused; never raises (a dead letter is best effort)."""
+        self.counters[f"dead_letters.{kind.value}"] += 1
+        logger.warning(
+            "dead letter (%s) %s%s: %s",
+            kind.value,
+            source_name or source_topic or "",
+            f" frame {frame_id}" if frame_id else "",
+            reason,
+        )
+        if payload is not None and payload_sha256 is None:
+            payload_sha256 = hashlib.sha256(payload).hexdigest()
+        letter = DeadLetter(
+            agent_id=self.agent_id,
+            at=utc_now(),
+            kind=kind,
+            reason=reason,
+            source_topic=source_topic,
+            source_name=source_name,
+            frame_id=frame_id,
+            payload_size=len(payload) if payload is not None else None,
+            payload_sha256=payload_sha256,
+        )
+        try:
+            await self.publish(self.topics.dead_letters(self.agent_id), encode_json(letter))
+        except aiomqtt.MqttError as err:
+            logger.warning("could not publish dead letter: %s", err)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def run(
+        self,
+        tasks: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
+        *,
+        drain: Callable[[], Awaitable[None]] | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Connect and run `tasks` until `stop` is set, then drain.
+
+        Without a `stop` event of the caller's, SIGTERM and SIGINT stop the agent.
+        """
+        signals: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if stop is None:
+            stop = asyncio.Event()
+            signals = SignalStop(stop)
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            self.publish_status,
+            "interval",
+            seconds=self.settings.status_interval,
+            id="status",
+            max_instances=1,
+            coalesce=True,
+        )
+        if self._notifier.watchdog_interval:
+            scheduler.add_job(
+                self._notifier.notify,
+                "interval",
+                args=["WATCHDOG=1"],
+                seconds=self._notifier.watchdog_interval,
+                id="watchdog",
+            )
+        with signals:
+            scheduler.start()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    conn = tg.create_task(self._connection_loop(), name=f"{self.agent_id}:mqtt")
+                    workers = [
+                        tg.create_task(fn(), name=f"{self.agent_id}:{name}")
+                        for name, fn in tasks.items()
+                    ]
+                    await stop.wait()
+                    await self._drain(drain)
+                    for worker in workers:
+                        worker.cancel()
+                    await self._say_goodbye()
+                    conn.cancel()
+            finally:
+                scheduler.shutdown(wait=False)
+        logger.info("%s stopped", self.agent_id)
+
+    async def _drain(self, drain: Callable[[], Awaitable[None]] | None) -> None:
+        self.state = "draining"
+        self._accepting = False
+        self._notifier.notify("STOPPING=1")
+        if drain is None:
+            return
+        try:
+            await asyncio.wait_for(drain(), self.settings.drain_timeout)
+        except TimeoutError:
+            logger.warning(
+                "drain did not finish within %.1f s (drain_timeout); unfinished work will be "
+                "redelivered",
+                self.settings.drain_timeout,
+            )
+
+    async def _say_goodbye(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.publish_status()
+            await self.publish(
+                self.topics.availability(self.agent_id), Availability.OFFLINE.value, retain=True
+            )
+
+    # --- status ----------------------------------------------------------------------------
+    def status(self) -> AgentStatus:
+        return AgentStatus(
+            agent_id=self.agent_id,
+            kind=self.kind,
+            version=__version__,
+            state=self.state,
+            started_at=self._started_at,
+            reported_at=utc_now(),
+            uptime_s=round(time.monotonic() - self._started_mono, 3),
+            counters=dict(self.counters),
+            queues={name: read() for name, read in self._gauges.items()},
+            details=dict(self.details),
+        )
+
+    async def publish_status(self) -> None:
+        if self._client is None:
+            return
+        try:
+            await self.publish(
+                self.topics.status(self.agent_id), encode_json(self.status()), retain=True
+            )
+        except aiomqtt.MqttError as err:
+            logger.debug("status not published: %s", err)
+
+    # --- connection ------------------------------------------------------------------------
+    def _make_client(self) -> aiomqtt.Client:
+        s = self.settings
+        broker = s.broker
+        password = s.mqtt_password()
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        if self.persistent:
+            connect_props.SessionExpiryInterval = s.session_expiry
+        tls = None
+        if broker.tls:
+            tls = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
+        will = aiomqtt.Will(
+            self.topics.availability(self.agent_id), Availability.OFFLINE.value, qos=1, retain=True
+        )
+        return aiomqtt.Client(
+            broker.host,
+            broker.port,
+            username=s.username(),
+            password=password.get_secret_value() if password else None,
+            identifier=self.agent_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            clean_start=not self.persistent,
+            properties=connect_props,
+            keepalive=s.mqtt_keepalive,
+            tls_context=tls,
+            timeout=10,
+        )
+
+    async def _connection_loop(self) -> None:
+        backoff = Backoff(cap=self.settings.reconnect_max)
+        broker = self.settings.broker
+        while True:
+            try:
+                async with self._make_client() as client:
+                    logger.info("%s connected to %s:%d", self.agent_id, broker.host, broker.port)
+                    backoff.reset()
+                    await self._on_connect(client)
+                    await self._pump(client)
+            except aiomqtt.MqttError as err:
+                self.counters["reconnects"] += 1
+                logger.warning("%s: broker connection lost or refused: %s", self.agent_id, err)
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(backoff.next())
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
+        for sub in self._subs:
+            granted = await client.subscribe(sub.topic, qos=sub.qos)
+            codes = [getattr(g, "value", g) for g in granted]
+            if any(isinstance(c, int) and c >= 0x80 for c in codes):
+                raise ConfigurationError(
+                    f"broker refused subscription to {sub.topic!r} for user "
+                    f"{self.settings.username()!r} (reason codes {codes}); check the ACL"
+                )
+        self._client = client
+        if self.state == "starting":
+            self.state = "running"
+        await client.publish(
+            self.topics.availability(self.agent_id), Availability.ONLINE.value, qos=1, retain=True
+        )
+        self.connected.set()
+        await self.publish_status()
+        if not self._ready_sent:
+            self._ready_sent = True
+            self._notifier.notify("READY=1")
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        # aiomqtt acknowledges a QoS 1 message as soon as it is queued, so a frame is only
+        # safe once the ledger acknowledges it end to end; handlers may block (backpressure)
+        # but must give way when the connection drops, or a handler waiting for room in a
+        # queue that only drains over this connection would wait forever.
+        lost: asyncio.Future[None] = client._disconnected
+        async for message in client.messages:
+            if not self._accepting:
+                continue
+            handling = asyncio.ensure_future(self._handle(message))
+            await asyncio.wait({handling, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not handling.done():
+                handling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handling
+                raise aiomqtt.MqttError("disconnected while handling a message")
+
+    async def _handle(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        for sub in self._subs:
+            if not message.topic.matches(sub.match):
+                continue
+            try:
+                await sub.handler(message)
+            except asyncio.CancelledError:
+                raise
+            except MessageError as err:
+                await self.dead_letter(err.kind, err.reason, source_topic=topic, payload=payload)
+            except Exception as err:
+                logger.exception("handler for %s failed", topic)
+                await self.dead_letter(
+                    ErrorKind.PROCESSING_ERROR,
+                    f"{type(err).__name__}: {err}",
+                    source_topic=topic,
+                    payload=payload,
+                )
+            return

@@ -1,0 +1,1 @@
+"""The inference agent: subscribes to frames, runs the pipeline, publishes results."""

@@ -1,0 +1,125 @@
+"""Pipeline stages. Each is a small class with a `name` and a `run(frame)` that reads what
+earlier stages produced and adds its own outputs; all of it runs in a worker thread."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import imagehash
+from PIL import Image
+
+from schemas import ErrorKind, FrameMeta, ImageFacts, Thumbnail
+
+
+class StageError(Exception):
+    """A stage refused the frame; `kind` says how, `reason` says why."""
+
+    def __init__(self, kind: ErrorKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class FrameWork:
+    """One frame on its way through the pipeline, with every stage's outputs."""
+
+    meta: FrameMeta
+    payload: bytes
+    image: Image.Image | None = None
+    facts: ImageFacts | None = None
+    thumbnail: Thumbnail | None = None
+    phash: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    name: str
+
+    def run(self, frame: FrameWork) -> None: ...
+
+
+class VerifyChecksum:
+    """Refuses a frame whose bytes do not match the sha256 its metadata claims."""
+
+    name = "verify_sha256"
+
+    def run(self, frame: FrameWork) -> None:
+        digest = hashlib.sha256(frame.payload).hexdigest()
+        if digest != frame.meta.sha256:
+            raise StageError(
+                ErrorKind.CHECKSUM_MISMATCH,
+                f"payload sha256 {digest[:16]}... does not match the frame's "
+                f"{frame.meta.sha256[:16]}... (corrupted or altered in transit)",
+            )
+        if len(frame.payload) != frame.meta.size:
+            raise StageError(
+                ErrorKind.CHECKSUM_MISMATCH,
+                f"payload is {len(frame.payload)} bytes, metadata says {frame.meta.size}",
+            )
+
+
+class DecodeImage:
+    """Decodes the image once for every later stage, within a pixel limit."""
+
+    name = "decode"
+
+    def __init__(self, max_pixels: int = 50_000_000) -> None:
+        self.max_pixels = max_pixels
+
+    def run(self, frame: FrameWork) -> None:
+        try:
+            image = Image.open(io.BytesIO(frame.payload), formats=["JPEG", "PNG", "WEBP"])
+            if image.width * image.height > self.max_pixels:
+                raise StageError(
+                    ErrorKind.DECOMPRESSION_BOMB,
+                    f"{image.width}x{image.height} is over {self.max_pixels:,} pixels",
+                )
+            image.load()
+        except StageError:
+            raise
+        except Exception as err:
+            raise StageError(ErrorKind.NOT_IMAGE, f"image could not be decoded: {err}") from None
+        frame.facts = ImageFacts(
+            format=image.format or "unknown",
+            width=image.width,
+            height=image.height,
+            mode=image.mode,
+        )
+        frame.image = image if image.mode in ("RGB", "L") else image.convert("RGB")
+
+
+class MakeThumbnail:
+    name = "thumbnail"
+
+    def __init__(self, size: int = 256, quality: int = 75) -> None:
+        self.size = size
+        self.quality = quality
+
+    def run(self, frame: FrameWork) -> None:
+        assert frame.image is not None
+        thumb = frame.image.copy()
+        thumb.thumbnail((self.size, self.size), Image.Resampling.BILINEAR)
+        out = io.BytesIO()
+        thumb.convert("RGB").save(out, "JPEG", quality=self.quality, optimize=True)
+        frame.thumbnail = Thumbnail(
+            width=thumb.width, height=thumb.height, data=base64.b64encode(out.getvalue())
+        )
+
+
+class PerceptualHash:
+    """64-bit DCT perceptual hash: near-identical photos of one card hash close together."""
+
+    name = "phash"
+
+    def run(self, frame: FrameWork) -> None:
+        assert frame.image is not None
+        frame.phash = str(imagehash.phash(frame.image))
+
+
+def default_stages(*, thumbnail_size: int = 256) -> list[Stage]:
+    return [VerifyChecksum(), DecodeImage(), MakeThumbnail(thumbnail_size), PerceptualHash()]

@@ -1,0 +1,112 @@
+"""Turning messages into MQTT payloads and properties, and back, with readable errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import TypeVar
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+from schemas.messages import SCHEMA_VERSION, ErrorKind, FrameMeta, Message
+
+M = TypeVar("M", bound=Message)
+
+FRAME_SCHEMA = f"framewire.frame/{SCHEMA_VERSION}"
+_MAX_PROPERTY = 1024
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid message; `kind` says which way it is wrong."""
+
+    def __init__(self, kind: ErrorKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _summarise(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(message)"
+        parts.append(f"{where}: {item['msg']}")
+    more = err.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _kind_of(err: ValidationError) -> ErrorKind:
+    for item in err.errors(include_url=False):
+        if item["loc"] and item["loc"][0] in {"frame_id", "station", "agent_id"}:
+            return ErrorKind.BAD_IDENTIFIER
+    return ErrorKind.SCHEMA_INVALID
+
+
+def encode_json(message: Message) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def decode_json(model: type[M], payload: bytes) -> M:
+    """Parse a JSON message, checking its schema version before its shape."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MessageError(ErrorKind.MALFORMED, f"payload is not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise MessageError(ErrorKind.MALFORMED, "payload is JSON but not an object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise MessageError(
+            ErrorKind.UNSUPPORTED_VERSION,
+            f"schema_version {version!r} is not supported (this agent reads {SCHEMA_VERSION})",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise MessageError(_kind_of(err), f"invalid {model.__name__}: {_summarise(err)}") from None
+
+
+# --- frames: raw bytes + user properties ---------------------------------------------------
+
+
+def frame_properties(meta: FrameMeta) -> Properties:
+    """MQTT 5 PUBLISH properties carrying the frame metadata, readable by any MQTT 5 client."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = meta.content_type
+    props.PayloadFormatIndicator = 0
+    pairs = [("schema", FRAME_SCHEMA)]
+    for key, value in meta.model_dump(mode="json", exclude={"schema_version"}).items():
+        pairs.append((key, str(value)))
+    props.UserProperty = pairs
+    return props
+
+
+def frame_meta_from_properties(pairs: Iterable[tuple[str, str]] | None) -> FrameMeta:
+    """Rebuild FrameMeta from user properties; refuses duplicates and unknown schemas."""
+    if not pairs:
+        raise MessageError(ErrorKind.MALFORMED, "frame has no user properties (no metadata)")
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if len(value) > _MAX_PROPERTY:
+            raise MessageError(ErrorKind.MALFORMED, f"user property {key!r} is too long")
+        if key in fields:
+            raise MessageError(ErrorKind.MALFORMED, f"user property {key!r} appears twice")
+        fields[key] = value
+    schema = fields.pop("schema", None)
+    if schema != FRAME_SCHEMA:
+        raise MessageError(
+            ErrorKind.UNSUPPORTED_VERSION,
+            f"frame schema {schema!r} is not supported (this agent reads {FRAME_SCHEMA!r})",
+        )
+    try:
+        return FrameMeta.model_validate(fields)
+    except ValidationError as err:
+        raise MessageError(_kind_of(err), f"invalid frame metadata: {_summarise(err)}") from None
+
+
+def user_properties(props: Properties | None) -> list[tuple[str, str]] | None:
+    if props is None:
+        return None
+    pairs = getattr(props, "UserProperty", None)
+    return list(pairs) if pairs else None

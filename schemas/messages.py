@@ -1,0 +1,173 @@
+"""Every message framewire sends, as pydantic models.
+
+Each JSON message carries `schema_version`; a reader refuses versions it does not know
+instead of guessing. Input is strict about shape (`extra="forbid"`): an unknown field is a
+contract change, not something to drop silently.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
+
+from schemas.ids import AgentId, FrameId, StationId
+
+SCHEMA_VERSION = 1
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lower-case hex")]
+ImageContentType = Literal["image/jpeg", "image/png", "image/webp"]
+SourceName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=512,
+        description="Path of the original file relative to the capture folder (display only).",
+    ),
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrameMeta(Message):
+    """Metadata of one frame. Travels as MQTT 5 user properties beside the raw image bytes."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    frame_id: FrameId = Field(description="Unique id of this frame (a ULID), stable on resend.")
+    station: StationId = Field(description="Capture station that took the frame.")
+    seq: int = Field(ge=0, description="Per-station sequence number, in order of capture.")
+    captured_at: AwareDatetime = Field(description="When the camera wrote the file (its mtime).")
+    sha256: Sha256Hex = Field(description="SHA-256 of the payload bytes.")
+    content_type: ImageContentType = Field(description="Image type, found from the bytes.")
+    size: int = Field(ge=1, description="Payload size in bytes.")
+    source_name: SourceName
+    attempt: int = Field(default=1, ge=1, description="1 on first publication, more on resend.")
+
+
+class ImageFacts(Message):
+    format: str = Field(description="Image format as decoded (JPEG, PNG, WEBP).")
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    mode: str = Field(description="Pixel mode as decoded (RGB, L, RGBA...).")
+
+
+class StageTiming(Message):
+    name: str = Field(description="Pipeline stage.")
+    ms: float = Field(ge=0, description="Wall time the stage took, in milliseconds.")
+
+
+class Thumbnail(Message):
+    content_type: Literal["image/jpeg"] = "image/jpeg"
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    data: Base64Bytes = Field(description="The thumbnail image, base64 in JSON.")
+
+
+class InferenceResult(Message):
+    """What an inference agent found in one frame."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    frame_id: FrameId
+    station: StationId
+    agent_id: AgentId = Field(description="Inference agent that produced the result.")
+    sha256: Sha256Hex
+    source_name: SourceName
+    captured_at: AwareDatetime
+    received_at: AwareDatetime = Field(description="When the inference agent received the frame.")
+    completed_at: AwareDatetime = Field(description="When the pipeline finished.")
+    status: Literal["ok", "error"] = Field(description="`error`: the frame could not be read.")
+    error: str | None = Field(default=None, description="Why the pipeline failed, for people.")
+    image: ImageFacts | None = None
+    phash: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{16}$", description="64-bit perceptual hash, hex."
+    )
+    thumbnail: Thumbnail | None = None
+    stages: list[StageTiming] = Field(default_factory=list, description="Per-stage timings.")
+    cached: bool = Field(
+        default=False, description="True when the outputs came from the sha256 cache."
+    )
+
+
+class LedgerAck(Message):
+    """Published by the ledger once a result is committed; the capture agent waits for it."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    frame_id: FrameId
+    station: StationId
+    ledgered_at: AwareDatetime
+    duplicate: bool = Field(description="True when the frame was already in the ledger.")
+    result_status: Literal["ok", "error"]
+
+
+class Availability(StrEnum):
+    """Plain-text, retained payload of `<prefix>/agents/<agent>/availability`."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class AgentStatus(Message):
+    """Retained heartbeat of one agent."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    agent_id: AgentId
+    kind: Literal["capture", "inference", "ledger"]
+    version: str = Field(description="framewire version the agent runs.")
+    state: Literal["starting", "running", "draining"]
+    started_at: AwareDatetime
+    reported_at: AwareDatetime
+    uptime_s: float = Field(ge=0)
+    counters: dict[str, int] = Field(default_factory=dict, description="Monotonic counters.")
+    queues: dict[str, int] = Field(default_factory=dict, description="Current queue depths.")
+    details: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="Agent-specific facts (station, folder, models...)."
+    )
+
+
+class ErrorKind(StrEnum):
+    NOT_IMAGE = "not_image"
+    TRUNCATED = "truncated"
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    CHECKSUM_MISMATCH = "checksum_mismatch"
+    MALFORMED = "malformed"
+    SCHEMA_INVALID = "schema_invalid"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_IDENTIFIER = "bad_identifier"
+    UNKNOWN_FRAME = "unknown_frame"
+    SOURCE_CHANGED = "source_changed"
+    UNDELIVERABLE = "undeliverable"
+    PROCESSING_ERROR = "processing_error"
+
+
+class DeadLetter(Message):
+    """What an agent refused, and why, so a person can act on it."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    agent_id: AgentId
+    at: AwareDatetime
+    kind: ErrorKind
+    reason: str = Field(description="What was wrong, in words a person can act on.")
+    source_topic: str | None = Field(default=None, description="Topic the input came from.")
+    source_name: str | None = Field(default=None, description="File the input came from.")
+    frame_id: str | None = Field(default=None, description="Frame id, if one could be read.")
+    payload_size: int | None = Field(default=None, ge=0)
+    payload_sha256: Sha256Hex | None = None
+
+
+#: Every JSON message model, by the name used in generated documents.
+JSON_MESSAGES: dict[str, type[Message]] = {
+    "InferenceResult": InferenceResult,
+    "LedgerAck": LedgerAck,
+    "AgentStatus": AgentStatus,
+    "DeadLetter": DeadLetter,
+}

@@ -1,0 +1,90 @@
+"""The topic tree, defined once.
+
+    <prefix>/frames/<station>                 image bytes, metadata in MQTT 5 user properties
+    <prefix>/results/<station>                InferenceResult (JSON)
+    <prefix>/acks/<station>                   LedgerAck (JSON), once a result is committed
+    <prefix>/agents/<agent>/availability      "online" / "offline", retained, Last Will
+    <prefix>/agents/<agent>/status            AgentStatus (JSON), retained
+    <prefix>/deadletter/<agent>               DeadLetter (JSON): what an agent refused, and why
+
+Agents never format topics themselves; they call these functions, which validate every
+identifier that becomes a segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.ids import check_identifier
+
+DEFAULT_PREFIX = "framewire"
+
+
+def check_prefix(prefix: str) -> str:
+    """A prefix is one or more identifier segments joined by '/'."""
+    if not prefix:
+        raise ValueError("topic prefix is empty")
+    for segment in prefix.split("/"):
+        check_identifier(segment, "topic prefix segment")
+    return prefix
+
+
+@dataclass(frozen=True)
+class TopicTree:
+    """All topics under one prefix. Tests use their own prefix so they never meet."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
+    # --- frames -----------------------------------------------------------------------
+    def frames(self, station: str) -> str:
+        return f"{self.prefix}/frames/{check_identifier(station, 'station id')}"
+
+    def all_frames(self) -> str:
+        return f"{self.prefix}/frames/+"
+
+    def shared_frames(self, group: str) -> str:
+        """MQTT 5 shared subscription: each frame goes to one member of `group`."""
+        return f"$share/{check_identifier(group, 'share group')}/{self.all_frames()}"
+
+    # --- results and acknowledgements -------------------------------------------------
+    def results(self, station: str) -> str:
+        return f"{self.prefix}/results/{check_identifier(station, 'station id')}"
+
+    def all_results(self) -> str:
+        return f"{self.prefix}/results/+"
+
+    def acks(self, station: str) -> str:
+        return f"{self.prefix}/acks/{check_identifier(station, 'station id')}"
+
+    # --- agents -------------------------------------------------------------------------
+    def availability(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_identifier(agent, 'agent id')}/availability"
+
+    def status(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_identifier(agent, 'agent id')}/status"
+
+    def all_availability(self) -> str:
+        return f"{self.prefix}/agents/+/availability"
+
+    def all_status(self) -> str:
+        return f"{self.prefix}/agents/+/status"
+
+    def dead_letters(self, agent: str) -> str:
+        return f"{self.prefix}/deadletter/{check_identifier(agent, 'agent id')}"
+
+    def all_dead_letters(self) -> str:
+        return f"{self.prefix}/deadletter/+"
+
+    def everything(self) -> str:
+        return f"{self.prefix}/#"
+
+    def segment(self, topic: str, index: int) -> str:
+        """The `index`-th segment after the prefix (0 = kind, 1 = station or agent)."""
+        rest = topic.removeprefix(self.prefix + "/")
+        parts = rest.split("/")
+        if rest == topic or index >= len(parts):
+            raise ValueError(f"topic {topic!r} is not under prefix {self.prefix!r}")
+        return parts[index]
