@@ -89,6 +89,10 @@ def inspect_image(data: bytes, limits: ImageLimits) -> Inspection:
             ErrorKind.DECOMPRESSION_BOMB, f"refused as a decompression bomb: {err}"
         ) from None
     except Exception as err:  # Pillow plugins raise several kinds on corrupt headers
+        if "truncated" in str(err).lower():
+            raise FrameRejectedError(
+                ErrorKind.TRUNCATED, f"image is truncated: it ends inside its header ({err})"
+            ) from None
         raise FrameRejectedError(ErrorKind.NOT_IMAGE, f"unreadable image header: {err}") from None
     with image:
         width, height = image.size

@@ -1,0 +1,3 @@
+from framewire.cli import app
+
+app(prog_name="framewire")

@@ -1,0 +1,427 @@
+"""The `framewire` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from broker_config import INSTALL_HINT, BrokerError, BrokerPlan, default_accounts
+from broker_config.embedded import find_mosquitto
+from broker_config.render import write_broker_files
+from edge_agents.runtime import AgentSettings, run_main, setup_logging
+from edge_agents.runtime.settings import CONFIG_ENV
+from framewire import __version__
+
+app = typer.Typer(
+    help="Move camera frames from a capture box to an inference box and into a ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="The message contract.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read the ledger.", no_args_is_help=True)
+capture_app = typer.Typer(help="The capture box's frame states.", no_args_is_help=True)
+broker_app = typer.Typer(
+    help="Mosquitto for framewire: render its configuration or run it.",
+    invoke_without_command=True,
+)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(capture_app, name="capture")
+app.add_typer(broker_app, name="broker")
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_BROKER = 3
+
+S = TypeVar("S", bound=AgentSettings)
+
+
+class AgentName(StrEnum):
+    capture = "capture"
+    inference = "inference"
+    ledger = "ledger"
+
+
+class ExportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML configuration file (also FRAMEWIRE_CONFIG).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def _use_config(config: Path | None) -> None:
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+
+
+def load_settings(cls: Callable[..., S], **overrides: object) -> S:
+    """Build settings, or exit 2 with one readable line per wrong field."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err.print("[red]configuration error:[/]")
+        for e in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in e["loc"]) or "(settings)"
+            env = f"FRAMEWIRE_{where.upper()}"
+            err.print(f"  {where} ({env}): {e['msg']}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+# --- agents ----------------------------------------------------------------------------------
+@app.command()
+def run(
+    agent: Annotated[AgentName, typer.Argument(help="Which agent to run.")],
+    config: ConfigOption = None,
+) -> None:
+    """Run one agent in the foreground (what the systemd units call)."""
+    _use_config(config)
+    if agent is AgentName.capture:
+        from edge_agents.capture.agent import run as run_capture
+        from edge_agents.capture.settings import CaptureSettings
+
+        s = load_settings(CaptureSettings)
+        setup_logging(s.log_level, s.log_format)
+        run_main(run_capture(s))
+    elif agent is AgentName.inference:
+        from inference_agent.agent import run as run_inference
+        from inference_agent.settings import InferenceSettings
+
+        si = load_settings(InferenceSettings)
+        setup_logging(si.log_level, si.log_format)
+        run_main(run_inference(si))
+    else:
+        from edge_agents.ledger.agent import run as run_ledger
+        from edge_agents.ledger.settings import LedgerSettings
+
+        sl = load_settings(LedgerSettings)
+        setup_logging(sl.log_level, sl.log_format)
+        run_main(run_ledger(sl))
+
+
+@app.command()
+def up(
+    captures: Annotated[Path, typer.Option(help="Folder to watch.")] = Path("captures"),
+    station: Annotated[str, typer.Option(help="Station id.")] = "station-1",
+    config: ConfigOption = None,
+) -> None:
+    """Run the whole pipeline on this machine: broker (embedded Mosquitto unless
+    FRAMEWIRE_BROKER_URL is set), capture, inference and ledger. Ctrl-C stops it."""
+    _use_config(config)
+    from framewire.stack import open_stack, run_agents
+
+    base = load_settings(AgentSettings)
+    setup_logging(base.log_level, base.log_format)
+    url = base.broker_url if "broker_url" in base.model_fields_set else None
+
+    async def go() -> None:
+        async with open_stack(
+            base.data_dir, captures, broker_url=url, station=station, prefix=base.topic_prefix
+        ) as stack:
+            _write_runtime_file(base.data_dir, stack.broker_url, stack.observer_password_file)
+            console.print(
+                f"framewire up: broker {stack.broker_url}, watching {captures.resolve()}, "
+                f"ledger {stack.ledger.ledger_path}"
+            )
+            await run_agents(stack, asyncio.Event())
+
+    _with_broker_errors(lambda: run_main(go()))
+
+
+def _write_runtime_file(data_dir: Path, url: str, observer: Path | None) -> None:
+    """Where `framewire status` finds the broker that `framewire up` started."""
+    info = {"broker_url": url, "observer_password_file": str(observer) if observer else None}
+    (data_dir / "up.json").write_text(json.dumps(info), encoding="utf-8")
+
+
+def _with_broker_errors(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except BrokerError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_BROKER) from None
+
+
+@app.command()
+def demo(
+    cards: Annotated[int, typer.Option(min=1, max=100_000, help="Sample cards to generate.")] = 20,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the ledger.")] = 300.0,
+    keep: Annotated[
+        Path | None, typer.Option(help="Work in this folder and keep it (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on generated sample cards and print a summary.
+    Exits 0 only when every frame is in the ledger."""
+    from framewire.demo import run_demo
+
+    setup_logging("WARNING")
+    base = load_settings(AgentSettings)
+    url = base.broker_url if "broker_url" in base.model_fields_set else None
+
+    def go() -> None:
+        if keep is not None:
+            report = run_main(run_demo(keep, cards, wait=timeout, broker_url=url))
+        else:
+            with tempfile.TemporaryDirectory(prefix="framewire-demo-") as tmp:
+                report = run_main(run_demo(Path(tmp), cards, wait=timeout, broker_url=url))
+        console.print(report.table())
+        if not report.complete:
+            err.print(
+                f"[red]{report.frames - report.ledgered} frame(s) did not reach the ledger[/]"
+            )
+            raise typer.Exit(EXIT_FAILED)
+        console.print("[green]every frame is in the ledger exactly once[/]")
+
+    _with_broker_errors(go)
+
+
+@app.command()
+def status(
+    wait: Annotated[float, typer.Option(help="Seconds to collect retained messages.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Every agent's availability and last status, read live from the broker."""
+    _use_config(config)
+    import aiomqtt
+
+    from framewire.observe import snapshot
+    from schemas import TopicTree
+
+    login = _observer_login(load_settings(AgentSettings))
+    try:
+        snap = run_main(
+            snapshot(login, TopicTree(load_settings(AgentSettings).topic_prefix), wait=wait)
+        )
+    except aiomqtt.MqttError as exc:
+        err.print(f"[red]cannot read status from {login.url}: {exc}[/]")
+        raise typer.Exit(EXIT_BROKER) from None
+    if as_json:
+        out = {
+            a.agent_id: {
+                "availability": a.availability,
+                "status": a.status.model_dump(mode="json") if a.status else None,
+            }
+            for a in snap.agents.values()
+        }
+        console.print_json(data=out)
+        return
+    table = Table(title=f"framewire agents at {login.url}")
+    for col in ("agent", "kind", "availability", "state", "uptime", "queues", "counters"):
+        table.add_column(col)
+    for a in sorted(snap.agents.values(), key=lambda v: v.agent_id):
+        s = a.status
+        colour = "green" if a.availability == "online" else "red"
+        table.add_row(
+            a.agent_id,
+            s.kind if s else "?",
+            f"[{colour}]{a.availability}[/]",
+            s.state if s else (a.problem or "-"),
+            f"{s.uptime_s:.0f} s" if s else "-",
+            " ".join(f"{k}={v}" for k, v in s.queues.items()) if s else "",
+            " ".join(f"{k}={v}" for k, v in sorted(s.counters.items())) if s else "",
+        )
+    if not snap.agents:
+        err.print(f"no agents have reported on {login.url}")
+        raise typer.Exit(EXIT_FAILED)
+    console.print(table)
+
+
+def _observer_login(base: AgentSettings) -> object:
+    from framewire.observe import BrokerLogin
+
+    runtime = base.data_dir / "up.json"
+    if "broker_url" not in base.model_fields_set and runtime.is_file():
+        info = json.loads(runtime.read_text(encoding="utf-8"))
+        pw = info.get("observer_password_file")
+        return BrokerLogin(info["broker_url"], "observer" if pw else None, Path(pw) if pw else None)
+    return BrokerLogin(base.broker_url, base.username(), base.mqtt_password_file)
+
+
+# --- schemas ---------------------------------------------------------------------------------
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Where to write the documents.")],
+) -> None:
+    """Write the JSON Schemas and the AsyncAPI 3 document generated from the models."""
+    from schemas.export import export
+
+    for path in export(directory):
+        console.print(f"wrote {path}")
+
+
+# --- ledger ----------------------------------------------------------------------------------
+def _ledger_path(db: Path | None) -> Path:
+    from edge_agents.ledger.settings import LedgerSettings
+
+    return db or load_settings(LedgerSettings).ledger_path
+
+
+LedgerDbOption = Annotated[
+    Path | None, typer.Option("--db", help="Ledger database (default: from configuration).")
+]
+
+
+@ledger_app.command("export")
+def ledger_export(
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.json,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout).")
+    ] = None,
+    db: LedgerDbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export every ledger row as JSON (full results) or CSV (flat columns)."""
+    _use_config(config)
+    from edge_agents.ledger.store import LedgerReader
+
+    path = _ledger_path(db)
+    try:
+        reader = LedgerReader(path)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    with reader:
+        if output is None:
+            n = reader.export(sys.stdout, fmt.value)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as f:
+                n = reader.export(f, fmt.value)
+    err.print(f"exported {n} row(s) from {path}")
+
+
+@ledger_app.command("show")
+def ledger_show(
+    frame_id: Annotated[str, typer.Argument(help="Frame id.")],
+    db: LedgerDbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print one frame's ledger entry as JSON."""
+    _use_config(config)
+    from edge_agents.ledger.store import LedgerReader
+
+    try:
+        with LedgerReader(_ledger_path(db)) as reader:
+            row = reader.get(frame_id)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    if row is None:
+        err.print(f"[red]frame {frame_id!r} is not in the ledger[/]")
+        raise typer.Exit(EXIT_FAILED)
+    console.print_json(data=row)
+
+
+# --- capture ---------------------------------------------------------------------------------
+@capture_app.command("status")
+def capture_status(
+    db: Annotated[Path | None, typer.Option("--db", help="Capture state database.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Frames by state and the oldest pending frame, from the capture state database."""
+    _use_config(config)
+    from edge_agents.capture.settings import CaptureSettings
+    from edge_agents.capture.state import read_summary
+
+    path = db or load_settings(CaptureSettings).state_path
+    if not path.exists():
+        err.print(f"[red]no capture state at {path}[/]")
+        raise typer.Exit(EXIT_FAILED)
+    summary = read_summary(path)
+    table = Table(title=f"capture state ({path})")
+    table.add_column("state")
+    table.add_column("frames", justify="right")
+    for state, n in summary.counts.items():
+        table.add_row(state, str(n))
+    console.print(table)
+    oldest = summary.oldest_pending
+    if oldest is None:
+        console.print("nothing pending")
+    else:
+        console.print(
+            f"oldest pending: {oldest.frame_id} ({oldest.relpath}), {oldest.state}, "
+            f"{oldest.attempts} attempt(s)"
+        )
+
+
+# --- broker ----------------------------------------------------------------------------------
+@broker_app.callback()
+def broker(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Listener port.")] = 1883,
+    bind: Annotated[str, typer.Option(help="Listener address.")] = "127.0.0.1",
+    profile: Annotated[str, typer.Option(help="development or production.")] = "development",
+    station: Annotated[list[str] | None, typer.Option(help="Capture stations (repeat).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Broker data folder.")] = None,
+    render_only: Annotated[
+        bool, typer.Option("--render-only", help="Write the files and exit.")
+    ] = False,
+) -> None:
+    """Render a Mosquitto configuration (listener, persistence, limits, one user per agent
+    with a generated password, ACLs) and run Mosquitto with it in the foreground."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if profile not in ("development", "production"):
+        err.print("[red]--profile must be development or production[/]")
+        raise typer.Exit(EXIT_CONFIG)
+    folder = data_dir or load_settings(AgentSettings).data_dir / "broker"
+    plan = BrokerPlan(
+        folder,
+        port=port,
+        bind=bind,
+        profile=profile,  # type: ignore[arg-type]
+        accounts=default_accounts(station),
+    )
+    secrets = write_broker_files(plan)
+    console.print(f"configuration: {plan.conf_path}")
+    for user, path in secrets.items():
+        console.print(f"  user {user}: password in {path}")
+    if render_only:
+        return
+    try:
+        binary = find_mosquitto()
+    except BrokerError:
+        err.print(INSTALL_HINT)
+        raise typer.Exit(EXIT_BROKER) from None
+    raise typer.Exit(subprocess.call([str(binary), "-c", str(plan.conf_path)]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,126 @@
+"""`framewire demo`: the whole pipeline on generated sample cards, with a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edge_agents.capture.state import read_summary
+from edge_agents.ledger.store import LedgerReader
+from framewire.observe import BrokerLogin, follow
+from framewire.samples import write_cards
+from framewire.stack import open_stack, run_agents
+from schemas import MessageError, TopicTree
+
+console = Console(highlight=False)
+
+
+@dataclass
+class DemoReport:
+    frames: int
+    ledgered: int
+    quarantined: int
+    latencies: list[float]
+
+    @property
+    def complete(self) -> bool:
+        return self.ledgered == self.frames
+
+    def table(self) -> Table:
+        t = Table(title="framewire demo", show_header=False)
+        t.add_row("frames written", str(self.frames))
+        t.add_row("ledgered", str(self.ledgered))
+        t.add_row("quarantined", str(self.quarantined))
+        if self.latencies:
+            lat = sorted(self.latencies)
+            p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
+            t.add_row("capture-to-ledger mean", f"{statistics.fmean(lat) * 1000:.0f} ms")
+            t.add_row("capture-to-ledger p95", f"{p95 * 1000:.0f} ms")
+        return t
+
+
+def _latencies(ledger: Path) -> list[float]:
+    out = []
+    with LedgerReader(ledger) as reader:
+        for row in reader.rows():
+            captured = datetime.fromisoformat(row["captured_at"])
+            ledgered = datetime.fromisoformat(row["ledgered_at"])
+            out.append((ledgered - captured).total_seconds())
+    return out
+
+
+async def _print_results(login: BrokerLogin, topics: TopicTree, station: str) -> None:
+    """One line per frame once the ledger has it, with what inference found."""
+    results: dict[str, dict[str, object]] = {}
+    async for topic, data in follow(login, [topics.results(station), topics.acks(station)]):
+        if not isinstance(data, dict):
+            continue
+        frame_id = str(data.get("frame_id"))
+        if topic == topics.results(station):
+            results[frame_id] = data
+            continue
+        result = results.pop(frame_id, {})
+        if data.get("duplicate"):
+            continue
+        image = result.get("image")
+        size = f"{image['width']}x{image['height']}" if isinstance(image, dict) else "-"
+        stages = result.get("stages")
+        total = sum(float(s["ms"]) for s in stages) if isinstance(stages, list) else 0.0
+        console.print(
+            f"  [green]ledgered[/] {escape(str(result.get('source_name', frame_id)))}  "
+            f"{size}  phash {result.get('phash')}  {total:.0f} ms in pipeline  "
+            f"({escape(str(data.get('result_status')))})"
+        )
+
+
+async def run_demo(
+    workdir: Path, cards: int, *, wait: float, broker_url: str | None = None
+) -> DemoReport:
+    captures = workdir / "captures"
+    data = workdir / "data"
+    captures.mkdir(parents=True, exist_ok=True)
+    async with open_stack(data, captures, broker_url=broker_url) as stack:
+        console.print(f"broker {stack.broker_url}; capture folder {captures}")
+        stop = asyncio.Event()
+        topics = TopicTree(stack.capture.topic_prefix)
+        login = BrokerLogin(
+            stack.broker_url,
+            username="observer" if stack.observer_password_file else None,
+            password_file=stack.observer_password_file,
+        )
+        async with asyncio.TaskGroup() as tg:
+            agents = tg.create_task(run_agents(stack, stop), name="agents")
+            printer = tg.create_task(_print_results(login, topics, stack.capture.station))
+            await asyncio.sleep(0.5)
+            console.print(f"writing {cards} sample cards...")
+            await asyncio.to_thread(write_cards, captures, cards)
+            deadline = time.monotonic() + wait
+            ledgered = 0
+            while time.monotonic() < deadline and not agents.done():
+                with contextlib.suppress(FileNotFoundError, MessageError):
+                    summary = read_summary(stack.capture.state_path)
+                    ledgered = summary.counts["ledgered"]
+                    if ledgered + summary.counts["quarantined"] >= cards:
+                        break
+                await asyncio.sleep(0.2)
+            stop.set()
+            await agents
+            printer.cancel()
+        summary = read_summary(stack.capture.state_path)
+        with LedgerReader(stack.ledger.ledger_path) as reader:
+            in_ledger = reader.count()
+        return DemoReport(
+            frames=cards,
+            ledgered=in_ledger,
+            quarantined=summary.counts["quarantined"],
+            latencies=_latencies(stack.ledger.ledger_path),
+        )

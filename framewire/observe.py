@@ -1,0 +1,93 @@
+"""Reading the live state of a framewire installation from its broker (status, results)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+
+from edge_agents.runtime import BrokerAddress
+from schemas import AgentStatus, MessageError, TopicTree, decode_json
+
+
+@dataclass(frozen=True)
+class BrokerLogin:
+    url: str
+    username: str | None = None
+    password_file: Path | None = None
+
+    def client(self, **kwargs: object) -> aiomqtt.Client:
+        address = BrokerAddress(self.url)
+        password = None
+        if self.password_file is not None:
+            password = self.password_file.read_text(encoding="utf-8").strip()
+        import ssl
+
+        return aiomqtt.Client(
+            address.host,
+            address.port,
+            username=self.username or address.username,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            tls_context=ssl.create_default_context() if address.tls else None,
+            timeout=10,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class AgentView:
+    agent_id: str
+    availability: str = "unknown"
+    status: AgentStatus | None = None
+    problem: str | None = None
+
+
+@dataclass
+class Snapshot:
+    agents: dict[str, AgentView] = field(default_factory=dict)
+
+    def view(self, agent_id: str) -> AgentView:
+        return self.agents.setdefault(agent_id, AgentView(agent_id))
+
+
+async def snapshot(login: BrokerLogin, topics: TopicTree, *, wait: float = 1.0) -> Snapshot:
+    """Collect the retained availability and status of every agent."""
+    snap = Snapshot()
+    async with login.client() as client:
+        await client.subscribe(topics.all_availability(), qos=1)
+        await client.subscribe(topics.all_status(), qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                async for message in client.messages:
+                    agent = topics.segment(message.topic.value, 1)
+                    payload = bytes(message.payload) if isinstance(message.payload, bytes) else b""
+                    view = snap.view(agent)
+                    if message.topic.value.endswith("/availability"):
+                        view.availability = payload.decode(errors="replace")
+                    else:
+                        try:
+                            view.status = decode_json(AgentStatus, payload)
+                        except MessageError as err:
+                            view.problem = err.reason
+    return snap
+
+
+async def follow(
+    login: BrokerLogin, filters: list[str]
+) -> AsyncIterator[tuple[str, dict[str, object] | bytes]]:
+    """Yield (topic, decoded JSON or raw bytes) for every message on `filters`."""
+    async with login.client() as client:
+        for f in filters:
+            await client.subscribe(f, qos=1)
+        async for message in client.messages:
+            payload = bytes(message.payload) if isinstance(message.payload, bytes) else b""
+            try:
+                yield message.topic.value, json.loads(payload)
+            except ValueError:
+                yield message.topic.value, payload

@@ -1,0 +1,135 @@
+"""Synthetic trading-card images, rendered from a catalog, for the demo and benchmarks.
+
+Each card is drawn the way a real one is laid out (name and HP on top, artwork box, set
+and card number at the bottom) with varied colours and fonts, then optionally photographed
+badly: a slight rotation, blur, noise, uneven light and JPEG compression.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+CARD_SIZE = (630, 880)
+_FONT_NAMES = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSans.ttf")
+_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/Library/Fonts", "/System/Library/Fonts")
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    name: str
+    set_name: str
+    number: str
+    rarity: str
+    hp: str = ""
+
+
+def sample_catalog_path() -> Path:
+    return Path(str(resources.files("framewire") / "data" / "catalog.csv"))
+
+
+def load_specs(path: Path | None = None) -> list[CardSpec]:
+    with (path or sample_catalog_path()).open(newline="", encoding="utf-8") as f:
+        return [
+            CardSpec(r["name"], r["set"], r["number"], r["rarity"], r.get("hp") or "")
+            for r in csv.DictReader(f)
+        ]
+
+
+def _font(size: int, rng: random.Random) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    names = list(_FONT_NAMES)
+    rng.shuffle(names)
+    for folder in _FONT_DIRS:
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file():
+                return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size=size)
+
+
+def render_card(card: CardSpec, rng: random.Random) -> Image.Image:
+    w, h = CARD_SIZE
+    hue = rng.randrange(360)
+    frame = _hsv(hue, 0.55, 0.85)
+    img = Image.new("RGB", CARD_SIZE, _hsv(hue, 0.25, 0.97))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle([4, 4, w - 5, h - 5], radius=28, outline=frame, width=18)
+    draw.rectangle([40, 40, w - 40, 110], fill=_hsv(hue, 0.15, 1.0))
+    title = _font(rng.randint(38, 46), rng)
+    draw.text((56, 75), card.name, font=title, fill=(20, 20, 20), anchor="lm")
+    if card.hp:
+        draw.text(
+            (w - 56, 75), f"HP {card.hp}", font=_font(32, rng), fill=(150, 20, 20), anchor="rm"
+        )
+    art = [52, 130, w - 52, 500]
+    draw.rectangle(art, fill=_hsv((hue + 180) % 360, 0.35, 0.8), outline=(60, 60, 60), width=4)
+    for _ in range(rng.randint(4, 9)):
+        x0, y0 = rng.randint(art[0], art[2] - 60), rng.randint(art[1], art[3] - 60)
+        x1, y1 = x0 + rng.randint(30, 200), y0 + rng.randint(30, 200)
+        box = [x0, y0, min(x1, art[2]), min(y1, art[3])]
+        colour = _hsv(rng.randrange(360), 0.6, 0.8)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    body = _font(24, rng)
+    for i, line in enumerate(("Attack", "Defend")):
+        y = 545 + i * 70
+        draw.text((60, y), f"{line}  {rng.randint(10, 120)}", font=body, fill=(30, 30, 30))
+        draw.line([60, y + 45, w - 60, y + 45], fill=(150, 150, 150), width=2)
+    foot = _font(26, rng)
+    draw.text((56, h - 80), card.set_name, font=foot, fill=(40, 40, 40), anchor="lm")
+    draw.text((w - 56, h - 80), card.number, font=foot, fill=(10, 10, 10), anchor="rm")
+    draw.text((56, h - 50), card.rarity, font=_font(20, rng), fill=(90, 90, 90), anchor="lm")
+    return img
+
+
+def photograph(img: Image.Image, rng: random.Random, *, strength: float = 1.0) -> Image.Image:
+    """What a real capture does to a card: tilt, blur, noise, uneven light."""
+    angle = rng.uniform(-3, 3) * strength
+    out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(70, 70, 70))
+    if strength > 0:
+        out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2) * strength))
+        # a soft spot of light somewhere over the card: a radial gradient, cropped at random
+        big = Image.radial_gradient("L").resize((out.width * 2, out.height * 2))
+        x, y = rng.randrange(out.width), rng.randrange(out.height)
+        light = big.crop((x, y, x + out.width, y + out.height))
+        dim = Image.new("RGB", out.size, (0, 0, 0))
+        out = Image.composite(out, dim, light.point(lambda v: 255 - int(v * 0.3 * strength)))
+        noise = Image.effect_noise(out.size, 12 * strength).convert("RGB")
+        out = Image.blend(out, noise, 0.06 * strength)
+    return out
+
+
+def card_jpeg(card: CardSpec, rng: random.Random, *, strength: float = 1.0) -> bytes:
+    image = photograph(render_card(card, rng), rng, strength=strength)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=rng.randint(78, 93))
+    return buf.getvalue()
+
+
+def write_cards(folder: Path, count: int, *, seed: int = 0) -> list[tuple[Path, CardSpec]]:
+    """Write `count` card photos into `folder` the way camera software does (write a
+    temporary name, then rename), cycling through the sample catalog."""
+    rng = random.Random(seed)
+    specs = load_specs()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(count):
+        spec = specs[i % len(specs)]
+        path = folder / f"card-{i + 1:04d}.jpg"
+        tmp = path.with_suffix(".jpg.part")
+        tmp.write_bytes(card_jpeg(spec, rng))
+        tmp.replace(path)
+        written.append((path, spec))
+    return written
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(h / 360, s, v)
+    return int(r * 255), int(g * 255), int(b * 255)

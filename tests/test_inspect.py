@@ -1,0 +1,88 @@
+"""Unit tests of frame admission: the type comes from the bytes, bad files get a reason."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge_agents.capture.inspect import (
+    FrameRejectedError,
+    ImageLimits,
+    inspect_image,
+    read_bounded,
+)
+from schemas import ErrorKind
+from tests.conftest import jpeg_bytes
+
+LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000)
+
+
+def encoded(fmt: str, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 200).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "ctype"), [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp")]
+)
+def test_accepts_allowed_types_found_from_content(fmt: str, ctype: str) -> None:
+    data = encoded(fmt)
+    found = inspect_image(data, LIMITS)
+    assert (found.content_type, found.width, found.height, found.size) == (ctype, 64, 48, len(data))
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "words"),
+    [
+        (b"", ErrorKind.EMPTY, "empty"),
+        (b"hello, I am a text file", ErrorKind.NOT_IMAGE, "not an image"),
+        (encoded("GIF"), ErrorKind.NOT_IMAGE, "allowed type"),
+        (encoded("BMP"), ErrorKind.NOT_IMAGE, "allowed type"),
+        (jpeg_bytes()[:600], ErrorKind.TRUNCATED, "truncated"),
+        (jpeg_bytes()[:-40], ErrorKind.TRUNCATED, "truncated"),
+        (encoded("PNG")[:-30], ErrorKind.TRUNCATED, "truncated"),
+        (b"x" * 1_000_001, ErrorKind.TOO_LARGE, "max_frame_bytes"),
+    ],
+    ids=["empty", "text", "gif", "bmp", "jpeg-header-cut", "jpeg-tail-cut", "png-cut", "large"],
+)
+def test_refuses_bad_input_with_a_readable_reason(data: bytes, kind: ErrorKind, words: str) -> None:
+    with pytest.raises(FrameRejectedError) as exc:
+        inspect_image(data, LIMITS)
+    assert exc.value.kind == kind
+    assert words in exc.value.reason
+
+
+def test_refuses_a_decompression_bomb_before_decoding_it() -> None:
+    # 3000 x 3000 of one colour: 9 Mpx, a few KiB compressed
+    bomb = encoded("PNG", size=(3000, 3000), mode="L")
+    assert len(bomb) < 100_000
+    with pytest.raises(FrameRejectedError) as exc:
+        inspect_image(bomb, LIMITS)
+    assert exc.value.kind == ErrorKind.DECOMPRESSION_BOMB
+    assert "max_pixels" in exc.value.reason
+
+
+def test_refuses_a_bomb_past_pillows_own_hard_limit() -> None:
+    bomb = encoded("PNG", size=(20000, 20000), mode="1")
+    with pytest.raises(FrameRejectedError) as exc:
+        inspect_image(bomb, ImageLimits(max_bytes=10_000_000, max_pixels=10**12))
+    assert exc.value.kind == ErrorKind.DECOMPRESSION_BOMB
+
+
+def test_read_bounded_refuses_large_files_without_reading_them(tmp_path: Path) -> None:
+    big = tmp_path / "big.jpg"
+    with big.open("wb") as f:
+        f.truncate(2_000_000)  # sparse: stat says 2 MB, nothing to read
+    with pytest.raises(FrameRejectedError) as exc:
+        read_bounded(big, LIMITS)
+    assert exc.value.kind == ErrorKind.TOO_LARGE
+    assert "1.9 MiB" in exc.value.reason
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    with pytest.raises(FrameRejectedError) as exc:
+        read_bounded(empty, LIMITS)
+    assert exc.value.kind == ErrorKind.EMPTY
