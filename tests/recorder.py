@@ -33,8 +33,19 @@ class Recorder:
             self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self._connack: list[Any] = []
+        connected = threading.Event()
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            self._connack.append(reason)
+            connected.set()
+
+        self.client.on_connect = on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        if not connected.wait(10) or self._connack[0].is_failure:
+            self.close()
+            raise ConnectionRefusedError(f"broker refused the connection: {self._connack}")
         if topics:
             self.client.subscribe([(t, 1) for t in topics])
             if not self._subscribed.wait(10):
