@@ -24,6 +24,7 @@ from broker_config.render import write_broker_files
 from edge_agents.runtime import AgentSettings, run_main, setup_logging
 from edge_agents.runtime.settings import CONFIG_ENV
 from framewire import __version__
+from framewire.observe import BrokerLogin
 
 app = typer.Typer(
     help="Move camera frames from a capture box to an inference box and into a ledger.",
@@ -33,6 +34,7 @@ app = typer.Typer(
 schemas_app = typer.Typer(help="The message contract.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read the ledger.", no_args_is_help=True)
 capture_app = typer.Typer(help="The capture box's frame states.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 broker_app = typer.Typer(
     help="Mosquitto for framewire: render its configuration or run it.",
     invoke_without_command=True,
@@ -41,6 +43,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(capture_app, name="capture")
 app.add_typer(broker_app, name="broker")
+app.add_typer(config_app, name="config")
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -264,9 +267,7 @@ def status(
     console.print(table)
 
 
-def _observer_login(base: AgentSettings) -> object:
-    from framewire.observe import BrokerLogin
-
+def _observer_login(base: AgentSettings) -> BrokerLogin:
     runtime = base.data_dir / "up.json"
     if "broker_url" not in base.model_fields_set and runtime.is_file():
         info = json.loads(runtime.read_text(encoding="utf-8"))
@@ -381,6 +382,15 @@ def capture_status(
         )
 
 
+# --- configuration ---------------------------------------------------------------------------
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown) generated from the settings models."""
+    from framewire.reference import reference
+
+    print(reference())
+
+
 # --- broker ----------------------------------------------------------------------------------
 @broker_app.callback()
 def broker(
@@ -393,6 +403,10 @@ def broker(
     render_only: Annotated[
         bool, typer.Option("--render-only", help="Write the files and exit.")
     ] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="Certificate for a TLS listener.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Private key for the TLS listener.")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="CA file for client certificates.")] = None,
+    tls_port: Annotated[int, typer.Option(help="TLS listener port.")] = 8883,
 ) -> None:
     """Render a Mosquitto configuration (listener, persistence, limits, one user per agent
     with a generated password, ACLs) and run Mosquitto with it in the foreground."""
@@ -402,13 +416,21 @@ def broker(
         err.print("[red]--profile must be development or production[/]")
         raise typer.Exit(EXIT_CONFIG)
     folder = data_dir or load_settings(AgentSettings).data_dir / "broker"
-    plan = BrokerPlan(
-        folder,
-        port=port,
-        bind=bind,
-        profile=profile,  # type: ignore[arg-type]
-        accounts=default_accounts(station),
-    )
+    try:
+        plan = BrokerPlan(
+            folder,
+            port=port,
+            bind=bind,
+            profile=profile,  # type: ignore[arg-type]
+            accounts=default_accounts(station),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=tls_ca,
+            tls_port=tls_port,
+        )
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_CONFIG) from None
     secrets = write_broker_files(plan)
     console.print(f"configuration: {plan.conf_path}")
     for user, path in secrets.items():

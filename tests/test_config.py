@@ -117,7 +117,7 @@ def test_production_profile_has_no_anonymous_access_and_can_add_tls(tmp_path: Pa
     plan = BrokerPlan(
         tmp_path,
         profile="production",
-        bind="0.0.0.0",  # noqa: S104
+        bind="0.0.0.0",
         tls_cert=tmp_path / "c.pem",
         tls_key=tmp_path / "k.pem",
         accounts=default_accounts(["a", "b"]),

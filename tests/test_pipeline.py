@@ -259,7 +259,7 @@ def test_the_broker_enforces_each_agents_acl(pipeline: Pipeline) -> None:
             wait_until(lambda: rec.on(t.acks(STATION)), what="the permitted publish")
             time.sleep(0.3)
         assert rec.on(t.frames(STATION)) == []
-    with pytest.raises(ConnectionRefusedError, match="Not authorized|Bad user"):
+    with pytest.raises(ConnectionRefusedError, match=r"Not authorized|Bad user"):
         Recorder(p.broker.port, username="ledger", password="wrong")
 
 

@@ -211,3 +211,11 @@ def test_asyncapi_document_names_every_channel_and_message() -> None:
     }
     for op in doc["operations"].values():
         assert op["channel"]["$ref"].startswith("#/channels/")
+
+
+def test_readme_configuration_reference_is_current() -> None:
+    """The README's reference is generated: `framewire config reference`."""
+    from framewire.reference import reference
+
+    readme = (DOCS.parent / "README.md").read_text()
+    assert reference() in readme, "README config reference is stale: regenerate it"
