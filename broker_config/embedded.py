@@ -77,6 +77,9 @@ class EmbeddedBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Its own session: Ctrl-C in a terminal reaches framewire, which drains the
+            # agents first and then stops the broker, rather than both at once.
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout

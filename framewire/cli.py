@@ -248,7 +248,7 @@ def status(
         return
     table = Table(title=f"framewire agents at {login.url}")
     for col in ("agent", "kind", "availability", "state", "uptime", "queues", "counters"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for a in sorted(snap.agents.values(), key=lambda v: v.agent_id):
         s = a.status
         colour = "green" if a.availability == "online" else "red"
@@ -258,8 +258,8 @@ def status(
             f"[{colour}]{a.availability}[/]",
             s.state if s else (a.problem or "-"),
             f"{s.uptime_s:.0f} s" if s else "-",
-            " ".join(f"{k}={v}" for k, v in s.queues.items()) if s else "",
-            " ".join(f"{k}={v}" for k, v in sorted(s.counters.items())) if s else "",
+            "\n".join(f"{k}={v}" for k, v in s.queues.items()) if s else "",
+            "\n".join(f"{k}={v}" for k, v in sorted(s.counters.items())) if s else "",
         )
     if not snap.agents:
         err.print(f"no agents have reported on {login.url}")
