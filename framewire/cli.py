@@ -276,6 +276,65 @@ def _observer_login(base: AgentSettings) -> BrokerLogin:
     return BrokerLogin(base.broker_url, base.username(), base.mqtt_password_file)
 
 
+@app.command()
+def identify(
+    images: Annotated[list[Path], typer.Argument(help="Image files to identify.")],
+    catalog: Annotated[
+        Path | None, typer.Option(help="Catalog CSV (default: FRAMEWIRE_CATALOG).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="auto, onnx or mlx (default: FRAMEWIRE_MODEL_BACKEND).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Identify cards in image files on this machine, with no broker: the inference
+    pipeline in-process. Exits 1 if any image could not be read."""
+    _use_config(config)
+    from edge_agents.capture.inspect import ImageLimits
+    from framewire.identify import identify as run_identify
+    from inference_agent.build import build_pipeline
+    from inference_agent.cards.catalog import CatalogError
+    from inference_agent.models import ModelError
+    from inference_agent.settings import InferenceSettings
+
+    setup_logging("WARNING")
+    settings = load_settings(InferenceSettings, catalog=catalog, model_backend=backend)
+    if settings.catalog is None:
+        err.print("[red]no catalog: pass --catalog FILE or set FRAMEWIRE_CATALOG[/]")
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        pipeline = build_pipeline(settings, agent_id="identify")
+    except (CatalogError, ModelError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_CONFIG) from None
+    limits = ImageLimits(max_pixels=settings.max_pixels)
+    failed = 0
+    table = Table("file", "status", "card", "number", "set", "price", "confidence")
+    for item in run_identify(images, pipeline, limits):
+        r = item.record
+        failed += not item.ok
+        if as_json:
+            print(json.dumps(r, ensure_ascii=False))
+        elif not item.ok:
+            table.add_row(str(item.file), "[red]error[/]", r["error"], "", "", "", "")
+        else:
+            price = r.get("market_price")
+            table.add_row(
+                str(item.file),
+                str(r.get("status")),
+                str(r.get("card_name") or "-"),
+                str(r.get("card_number") or "-"),
+                str(r.get("set_name") or "-"),
+                f"{price:.2f}" if isinstance(price, float) else "-",
+                f"{r.get('confidence', 0):.2f}",
+            )
+    if not as_json:
+        console.print(table)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
 # --- schemas ---------------------------------------------------------------------------------
 @schemas_app.command("export")
 def schemas_export(

@@ -17,8 +17,23 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 CARD_SIZE = (630, 880)
-_FONT_NAMES = ("DejaVuSans-Bold.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSans.ttf")
-_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/Library/Fonts", "/System/Library/Fonts")
+_FONT_NAMES = (
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSansCondensed-Bold.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "Arial Bold.ttf",
+    "Georgia Bold.ttf",
+    "Verdana Bold.ttf",
+)
+_FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",
+    "/Library/Fonts",
+    "/System/Library/Fonts/Supplemental",
+    "/System/Library/Fonts",
+)
 
 
 @dataclass(frozen=True)
@@ -42,14 +57,16 @@ def load_specs(path: Path | None = None) -> list[CardSpec]:
         ]
 
 
+def available_fonts() -> list[Path]:
+    return [Path(d) / n for d in _FONT_DIRS for n in _FONT_NAMES if (Path(d) / n).is_file()]
+
+
+_FONTS = available_fonts()
+
+
 def _font(size: int, rng: random.Random) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    names = list(_FONT_NAMES)
-    rng.shuffle(names)
-    for folder in _FONT_DIRS:
-        for name in names:
-            path = Path(folder) / name
-            if path.is_file():
-                return ImageFont.truetype(str(path), size)
+    if _FONTS:
+        return ImageFont.truetype(str(rng.choice(_FONTS)), size)
     return ImageFont.load_default(size=size)
 
 
@@ -87,10 +104,28 @@ def render_card(card: CardSpec, rng: random.Random) -> Image.Image:
     return img
 
 
+def _perspective(img: Image.Image, rng: random.Random, amount: float) -> Image.Image:
+    """Tilt the card away from the camera a little: a random quadrilateral warp."""
+    w, h = img.size
+    pad = int(0.06 * max(w, h))
+    canvas = Image.new("RGB", (w + 2 * pad, h + 2 * pad), (70, 70, 70))
+    canvas.paste(img, (pad, pad))
+    j = amount * 0.04 * min(w, h)
+    corners = [
+        (pad + rng.uniform(-j, j), pad + rng.uniform(-j, j)),
+        (pad + rng.uniform(-j, j), pad + h + rng.uniform(-j, j)),
+        (pad + w + rng.uniform(-j, j), pad + h + rng.uniform(-j, j)),
+        (pad + w + rng.uniform(-j, j), pad + rng.uniform(-j, j)),
+    ]
+    quad = tuple(v for corner in corners for v in corner)
+    return canvas.transform(canvas.size, Image.Transform.QUAD, quad, Image.Resampling.BICUBIC)
+
+
 def photograph(img: Image.Image, rng: random.Random, *, strength: float = 1.0) -> Image.Image:
-    """What a real capture does to a card: tilt, blur, noise, uneven light."""
+    """What a real capture does to a card: perspective, tilt, blur, noise, uneven light."""
+    out = _perspective(img, rng, strength) if strength > 0 else img
     angle = rng.uniform(-3, 3) * strength
-    out = img.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(70, 70, 70))
+    out = out.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(70, 70, 70))
     if strength > 0:
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2) * strength))
         # a soft spot of light somewhere over the card: a radial gradient, cropped at random
@@ -104,11 +139,34 @@ def photograph(img: Image.Image, rng: random.Random, *, strength: float = 1.0) -
     return out
 
 
-def card_jpeg(card: CardSpec, rng: random.Random, *, strength: float = 1.0) -> bytes:
-    image = photograph(render_card(card, rng), rng, strength=strength)
+def jpeg(image: Image.Image, rng: random.Random) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=rng.randint(78, 93))
+    image.save(buf, "JPEG", quality=rng.randint(70, 93))
     return buf.getvalue()
+
+
+def card_jpeg(card: CardSpec, rng: random.Random, *, strength: float = 1.0) -> bytes:
+    return jpeg(photograph(render_card(card, rng), rng, strength=strength), rng)
+
+
+_SYLLABLES = ("zor", "qua", "vix", "lum", "tek", "rah", "mip", "gol", "yun", "dre", "kos", "baz")
+
+
+def stranger(rng: random.Random, catalog: list[CardSpec]) -> CardSpec:
+    """A card that is not in the catalog: a made-up name, a plausible set and number."""
+    known = {c.name.casefold() for c in catalog}
+    while True:
+        if rng.random() < 0.5:  # a made-up word
+            name = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+        else:  # a near miss: the catalog's own naming, but a card it does not list
+            a, b = rng.choice(catalog).name, rng.choice(catalog).name
+            name = a[: max(3, len(a) // 2)] + b[len(b) // 2 :]
+        if name.casefold() not in known:
+            break
+    template = rng.choice(catalog)
+    total = template.number.split("/")[-1]
+    number = f"{rng.randint(1, int(total) if total.isdigit() else 200):03d}/{total}"
+    return CardSpec(name, template.set_name, number, "Common", str(rng.randrange(30, 250, 10)))
 
 
 def write_cards(folder: Path, count: int, *, seed: int = 0) -> list[tuple[Path, CardSpec]]:

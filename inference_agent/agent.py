@@ -14,9 +14,9 @@ from datetime import datetime
 import aiomqtt
 
 from edge_agents.runtime import AgentRuntime
+from inference_agent.build import build_pipeline
 from inference_agent.pipeline import Pipeline
 from inference_agent.settings import InferenceSettings
-from inference_agent.stages import default_stages
 from schemas import (
     ErrorKind,
     FrameMeta,
@@ -44,7 +44,10 @@ class InferenceAgent:
         runtime.details.update(
             stages=",".join(s.name for s in pipeline.stages),
             share_group=settings.share_group or "",
+            catalog=str(settings.catalog) if settings.catalog else None,
         )
+        for name, text in pipeline.models().items():
+            runtime.details[f"model.{name}"] = text
 
     async def on_frame(self, message: aiomqtt.Message) -> None:
         received_at = utc_now()
@@ -92,11 +95,7 @@ class InferenceAgent:
 async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the inference agent until `stop` is set or SIGTERM/SIGINT arrives."""
     runtime = AgentRuntime(settings, "inference", persistent=True)
-    pipeline = Pipeline(
-        default_stages(thumbnail_size=settings.thumbnail_size),
-        agent_id=runtime.agent_id,
-        cache_entries=settings.cache_entries,
-    )
+    pipeline = await asyncio.to_thread(build_pipeline, settings, agent_id=runtime.agent_id)
     agent = InferenceAgent(settings, runtime, pipeline)
     topics = runtime.topics
     if settings.share_group:

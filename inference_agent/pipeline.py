@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from inference_agent.models import ModelRegistry
 from inference_agent.stages import FrameWork, Stage, StageError, VerifyChecksum
 from schemas import ErrorKind, FrameMeta, InferenceResult, StageTiming, utc_now
 
@@ -53,11 +54,27 @@ class ResultCache:
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], *, agent_id: str, cache_entries: int = 0):
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        agent_id: str,
+        cache_entries: int = 0,
+        registry: ModelRegistry | None = None,
+    ) -> None:
         self.verify = VerifyChecksum()
         self.stages = [s for s in stages if not isinstance(s, VerifyChecksum)]
         self.agent_id = agent_id
         self.cache = ResultCache(cache_entries)
+        self.registry = registry
+        self.swaps = 0  # bumped by a model swap: cached outputs of older models are not reused
+
+    def _cache_key(self, sha256: str) -> str:
+        generation = self.swaps + sum(getattr(s, "generation", 0) for s in self.stages)
+        return f"{sha256}:{generation}"
+
+    def models(self) -> dict[str, str]:
+        return self.registry.describe() if self.registry else {}
 
     def _timed(self, stage: Stage, work: FrameWork, timings: list[StageTiming]) -> None:
         start = time.perf_counter()
@@ -74,7 +91,8 @@ class Pipeline:
             self._timed(self.verify, work, timings)
         except StageError as err:
             return Outcome(result=None, error=err)  # the capture box resends the original
-        cached = self.cache.get(meta.sha256)
+        key = self._cache_key(meta.sha256)
+        cached = self.cache.get(key)
         error: StageError | None = None
         if cached is not None:
             outputs = cached
@@ -90,9 +108,14 @@ class Pipeline:
             finally:
                 if work.image is not None:
                     work.image.close()
-            outputs = {"image": work.facts, "phash": work.phash, "thumbnail": work.thumbnail}
+            outputs = {
+                "image": work.facts,
+                "phash": work.phash,
+                "thumbnail": work.thumbnail,
+                "card": work.card,
+            }
             if error is None:
-                self.cache.put(meta.sha256, outputs)
+                self.cache.put(key, outputs)
         result = InferenceResult(
             frame_id=meta.frame_id,
             station=meta.station,
@@ -106,6 +129,7 @@ class Pipeline:
             error=error.reason if error else None,
             stages=timings,
             cached=cached is not None,
+            models=self.models(),
             **outputs,
         )
         return Outcome(result=result, error=error)

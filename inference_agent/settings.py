@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -35,6 +36,28 @@ class InferenceSettings(AgentSettings):
     cache_entries: int = Field(
         default=4096, ge=0, description="Results remembered by sha256, so resends cost nothing."
     )
+    catalog: Path | None = Field(
+        default=None,
+        description="Card catalog CSV (name,set,number,rarity,market_price,...); reloaded when "
+        "it changes. Unset: no card recognition, image facts only.",
+    )
+    confidence_threshold: float = Field(
+        default=0.85, ge=0, le=1, description="Confidence at or above which a card is identified."
+    )
+    model_manifest: Path | None = Field(
+        default=None, description="Model manifest (TOML); default: the shipped OCR models."
+    )
+    model_backend: Literal["auto", "onnx", "mlx"] = Field(
+        default="auto",
+        description="auto: MLX on Apple silicon when installed, else onnxruntime.",
+    )
+    onnx_intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads within an operator; 0: automatic."
+    )
+    onnx_inter_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime threads across operators; 0: automatic."
+    )
+    max_pixels: int = Field(default=50_000_000, gt=0, description="Largest frame decoded, pixels.")
 
     @field_validator("share_group")
     @classmethod

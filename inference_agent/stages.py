@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import imagehash
 from PIL import Image
 
-from schemas import ErrorKind, FrameMeta, ImageFacts, Thumbnail
+from schemas import CardRecognition, ErrorKind, FrameMeta, ImageFacts, Thumbnail
 
 
 class StageError(Exception):
@@ -34,7 +34,7 @@ class FrameWork:
     facts: ImageFacts | None = None
     thumbnail: Thumbnail | None = None
     phash: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    card: CardRecognition | None = None
 
 
 class Stage(Protocol):
@@ -121,5 +121,11 @@ class PerceptualHash:
         frame.phash = str(imagehash.phash(frame.image))
 
 
-def default_stages(*, thumbnail_size: int = 256) -> list[Stage]:
-    return [VerifyChecksum(), DecodeImage(), MakeThumbnail(thumbnail_size), PerceptualHash()]
+def image_stages(*, thumbnail_size: int = 256, max_pixels: int = 50_000_000) -> list[Stage]:
+    """The stages every frame goes through, whatever is recognised in it."""
+    return [
+        VerifyChecksum(),
+        DecodeImage(max_pixels),
+        MakeThumbnail(thumbnail_size),
+        PerceptualHash(),
+    ]

@@ -71,6 +71,36 @@ class Thumbnail(Message):
     data: Base64Bytes = Field(description="The thumbnail image, base64 in JSON.")
 
 
+class CardCandidate(Message):
+    card_name: str
+    set_name: str
+    card_number: str
+    confidence: float = Field(ge=0, le=1)
+
+
+class CardRecognition(Message):
+    """What the card recogniser read and which catalog card it matched."""
+
+    status: Literal["identified", "needs_review", "unknown"] = Field(
+        description="identified: confidence at or above the threshold; needs_review: a "
+        "plausible match below it (see candidates); unknown: no catalog card fits."
+    )
+    card_name: str | None = None
+    set_name: str | None = None
+    card_number: str | None = None
+    rarity: str | None = None
+    market_price: float | None = Field(default=None, description="From the catalog.")
+    hp: int | None = Field(default=None, description="HP as printed, when read.")
+    confidence: float = Field(ge=0, le=1, description="Match confidence, 0..1.")
+    ocr_text: list[str] = Field(default_factory=list, description="Text lines the OCR read.")
+    candidates: list[CardCandidate] = Field(
+        default_factory=list, description="Best catalog matches, best first."
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Extra catalog columns of the matched card."
+    )
+
+
 class InferenceResult(Message):
     """What an inference agent found in one frame."""
 
@@ -90,6 +120,10 @@ class InferenceResult(Message):
         default=None, pattern=r"^[0-9a-f]{16}$", description="64-bit perceptual hash, hex."
     )
     thumbnail: Thumbnail | None = None
+    card: CardRecognition | None = Field(default=None, description="Card recogniser output.")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Models used: name -> version and backend."
+    )
     stages: list[StageTiming] = Field(default_factory=list, description="Per-stage timings.")
     cached: bool = Field(
         default=False, description="True when the outputs came from the sha256 cache."
@@ -104,6 +138,10 @@ class LedgerAck(Message):
     station: StationId
     ledgered_at: AwareDatetime
     duplicate: bool = Field(description="True when the frame was already in the ledger.")
+    duplicate_of: FrameId | None = Field(
+        default=None,
+        description="An earlier frame of the same card (a re-capture), when there is one.",
+    )
     result_status: Literal["ok", "error"]
 
 

@@ -1,0 +1,1 @@
+"""Card recognition: OCR of the card, parsing, and matching against a catalog."""

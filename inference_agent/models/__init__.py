@@ -1,0 +1,23 @@
+"""Models: manifests with checksums, backends (onnxruntime, MLX), a swappable registry."""
+
+from inference_agent.models.backends import BackendName, BackendOptions, choose_backend
+from inference_agent.models.manifest import (
+    ModelError,
+    ModelManifest,
+    default_manifest_path,
+    load_manifests,
+)
+from inference_agent.models.registry import LoadedModel, ModelRegistry, load_model
+
+__all__ = [
+    "BackendName",
+    "BackendOptions",
+    "LoadedModel",
+    "ModelError",
+    "ModelManifest",
+    "ModelRegistry",
+    "choose_backend",
+    "default_manifest_path",
+    "load_manifests",
+    "load_model",
+]

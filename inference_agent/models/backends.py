@@ -1,0 +1,101 @@
+"""Inference backends behind one interface: a session is `session(x) -> [outputs]`.
+
+- onnx: onnxruntime, with the best execution provider available (CoreML on macOS, CUDA where
+  present, else CPU) and thread counts from configuration.
+- mlx: the same ONNX graph run by MLX (Apple silicon GPU, or CPU with `mlx[cpu]`); imported
+  only when used, so a box without MLX still starts.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from inference_agent.models.manifest import ModelError, ModelManifest
+
+BackendName = Literal["auto", "onnx", "mlx"]
+
+
+class Session(Protocol):
+    backend: str
+    provider: str
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    backend: BackendName = "auto"
+    intra_op_threads: int = 0  # 0: onnxruntime decides
+    inter_op_threads: int = 0
+    providers: tuple[str, ...] = ()  # empty: choose automatically
+
+
+def mlx_available() -> bool:
+    try:
+        import mlx.core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(requested: BackendName) -> Literal["onnx", "mlx"]:
+    if requested == "auto":
+        apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+        return "mlx" if apple and mlx_available() else "onnx"
+    if requested == "mlx" and not mlx_available():
+        raise ModelError('backend "mlx" was asked for but MLX is not installed (pip install mlx)')
+    return requested
+
+
+def onnx_providers(preferred: tuple[str, ...] = ()) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if preferred:
+        chosen = [p for p in preferred if p in available]
+        if not chosen:
+            raise ModelError(f"none of the providers {preferred} is available ({available})")
+        return chosen
+    order = ["CUDAExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in order if p in available] or available
+
+
+class OnnxSession:
+    backend = "onnx"
+
+    def __init__(self, manifest: ModelManifest, model: bytes, options: BackendOptions) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.intra_op_threads:
+            opts.intra_op_num_threads = options.intra_op_threads
+        if options.inter_op_threads:
+            opts.inter_op_num_threads = options.inter_op_threads
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=opts, providers=onnx_providers(options.providers)
+            )
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelError(f"model {manifest.name}: onnxruntime cannot load it: {err}") from None
+        self.provider = self.session.get_providers()[0]
+        self._input = self.session.get_inputs()[0].name
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return list(self.session.run(self._outputs, {self._input: x}))
+
+
+def open_session(manifest: ModelManifest, model: bytes, options: BackendOptions) -> Session:
+    backend = choose_backend(options.backend)
+    if backend == "mlx":
+        from inference_agent.models.mlx_graph import MlxSession
+
+        return MlxSession(manifest, model)
+    return OnnxSession(manifest, model, options)
