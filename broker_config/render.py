@@ -25,7 +25,7 @@ class AgentAccount:
     """One broker user and the topics it may use (its client id is its agent id)."""
 
     user: str
-    role: Literal["capture", "inference", "ledger", "observer"]
+    role: Literal["capture", "inference", "ledger", "observer", "operator"]
     station: str | None = None  # capture accounts are bound to one station
 
     def __post_init__(self) -> None:
@@ -41,6 +41,7 @@ def default_accounts(stations: list[str] | None = None) -> list[AgentAccount]:
         AgentAccount("inference", "inference"),
         AgentAccount("ledger", "ledger"),
         AgentAccount("observer", "observer"),
+        AgentAccount("operator", "operator"),
     ]
     return accounts
 
@@ -107,16 +108,23 @@ def render_acl(plan: BrokerPlan) -> str:
             lines += [f"topic read {t.all_frames()}", f"topic write {p}/results/+"]
         elif acc.role == "ledger":
             lines += [f"topic read {t.all_results()}", f"topic write {p}/acks/+"]
+        elif acc.role == "operator":  # the CLI's requests to agents
+            lines += [
+                f"topic read {t.everything()}",
+                f"topic write {p}/agents/+/request",
+            ]
         else:
             lines += [f"topic read {t.everything()}", "topic read $SYS/#"]
     # Every logged-in agent may write its own availability, status and dead letters
     # (%c is the client id, which framewire sets to the agent id).
     lines += [
         "",
-        "# every agent: its own availability, status and dead letters",
+        "# every agent: its own availability, status, dead letters and requests",
         f"pattern write {p}/agents/%c/availability",
         f"pattern write {p}/agents/%c/status",
         f"pattern write {p}/deadletter/%c",
+        f"pattern read {p}/agents/%c/request",
+        f"pattern write {p}/responses/#",
         "",
     ]
     return "\n".join(lines)

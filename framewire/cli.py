@@ -158,7 +158,7 @@ def up(
         async with open_stack(
             base.data_dir, captures, broker_url=url, station=station, prefix=base.topic_prefix
         ) as stack:
-            _write_runtime_file(base.data_dir, stack.broker_url, stack.observer_password_file)
+            _write_runtime_file(base.data_dir, stack.broker_url, stack.secrets)
             console.print(
                 f"framewire up: broker {stack.broker_url}, watching {captures.resolve()}, "
                 f"ledger {stack.ledger.ledger_path}"
@@ -168,9 +168,12 @@ def up(
     _with_broker_errors(lambda: run_main(go()))
 
 
-def _write_runtime_file(data_dir: Path, url: str, observer: Path | None) -> None:
-    """Where `framewire status` finds the broker that `framewire up` started."""
-    info = {"broker_url": url, "observer_password_file": str(observer) if observer else None}
+def _write_runtime_file(data_dir: Path, url: str, secrets: dict[str, Path]) -> None:
+    """Where `framewire status` and `framewire request` find the broker `up` started."""
+    info = {
+        "broker_url": url,
+        "secrets": {u: str(secrets[u]) for u in ("observer", "operator") if u in secrets},
+    }
     (data_dir / "up.json").write_text(json.dumps(info), encoding="utf-8")
 
 
@@ -267,12 +270,15 @@ def status(
     console.print(table)
 
 
-def _observer_login(base: AgentSettings) -> BrokerLogin:
+def _observer_login(base: AgentSettings, user: str = "observer") -> BrokerLogin:
+    """The broker `framewire up` started (from <data_dir>/up.json), else the configured one."""
     runtime = base.data_dir / "up.json"
     if "broker_url" not in base.model_fields_set and runtime.is_file():
         info = json.loads(runtime.read_text(encoding="utf-8"))
-        pw = info.get("observer_password_file")
-        return BrokerLogin(info["broker_url"], "observer" if pw else None, Path(pw) if pw else None)
+        secret = info.get("secrets", {}).get(user)
+        return BrokerLogin(
+            info["broker_url"], user if secret else None, Path(secret) if secret else None
+        )
     return BrokerLogin(base.broker_url, base.username(), base.mqtt_password_file)
 
 
@@ -332,6 +338,47 @@ def identify(
     if not as_json:
         console.print(table)
     if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def request(
+    agent: Annotated[str, typer.Argument(help="Agent id (see `framewire status`).")],
+    command: Annotated[str, typer.Argument(help="status, reload_model, reload_catalog, ...")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments as key=value (name=ocr-rec ...).")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
+    config: ConfigOption = None,
+) -> None:
+    """Send a command to one agent over MQTT and print its answer (exit 1 if refused)."""
+    _use_config(config)
+    import aiomqtt
+
+    from framewire.observe import request as send_request
+    from schemas import TopicTree
+
+    parsed: dict[str, str | int | float | bool | None] = {}
+    for item in args or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            err.print(f"[red]argument {item!r} is not key=value[/]")
+            raise typer.Exit(EXIT_CONFIG)
+        parsed[key] = value
+    base = load_settings(AgentSettings)
+    login = _observer_login(base, user="operator")
+    try:
+        response = run_main(
+            send_request(login, TopicTree(base.topic_prefix), agent, command, parsed, wait=wait)
+        )
+    except TimeoutError:
+        err.print(f"[red]{agent} did not answer within {wait:.0f} s[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    except aiomqtt.MqttError as exc:
+        err.print(f"[red]cannot reach the broker at {login.url}: {exc}[/]")
+        raise typer.Exit(EXIT_BROKER) from None
+    console.print_json(data=response.model_dump(mode="json"))
+    if not response.ok:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -30,6 +30,8 @@ class DemoReport:
     ledgered: int
     quarantined: int
     latencies: list[float]
+    identified: int = 0
+    recaptures: int = 0
 
     @property
     def complete(self) -> bool:
@@ -40,6 +42,8 @@ class DemoReport:
         t.add_row("frames written", str(self.frames))
         t.add_row("ledgered", str(self.ledgered))
         t.add_row("quarantined", str(self.quarantined))
+        t.add_row("cards identified", str(self.identified))
+        t.add_row("re-captures found", str(self.recaptures))
         if self.latencies:
             lat = sorted(self.latencies)
             p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
@@ -48,14 +52,17 @@ class DemoReport:
         return t
 
 
-def _latencies(ledger: Path) -> list[float]:
-    out = []
+def _ledger_facts(ledger: Path) -> tuple[list[float], int, int]:
+    """Capture-to-ledger latencies, cards identified, re-captures found."""
+    latencies, identified, recaptures = [], 0, 0
     with LedgerReader(ledger) as reader:
         for row in reader.rows():
             captured = datetime.fromisoformat(row["captured_at"])
             ledgered = datetime.fromisoformat(row["ledgered_at"])
-            out.append((ledgered - captured).total_seconds())
-    return out
+            latencies.append((ledgered - captured).total_seconds())
+            identified += row["card_status"] == "identified"
+            recaptures += row["duplicate_of"] is not None
+    return latencies, identified, recaptures
 
 
 async def _print_results(login: BrokerLogin, topics: TopicTree, station: str) -> None:
@@ -71,14 +78,23 @@ async def _print_results(login: BrokerLogin, topics: TopicTree, station: str) ->
         result = results.pop(frame_id, {})
         if data.get("duplicate"):
             continue
-        image = result.get("image")
-        size = f"{image['width']}x{image['height']}" if isinstance(image, dict) else "-"
         stages = result.get("stages")
         total = sum(float(s["ms"]) for s in stages) if isinstance(stages, list) else 0.0
+        card = result.get("card")
+        if isinstance(card, dict):
+            what = (
+                f"{card.get('status')}: {card.get('card_name') or '?'} "
+                f"{card.get('card_number') or ''} ({card.get('set_name') or '?'}) "
+                f"conf {float(card.get('confidence') or 0):.2f}"
+            )
+        else:
+            what = str(data.get("result_status"))
+        again = (
+            f"  [yellow]re-capture of {data['duplicate_of']}[/]" if data.get("duplicate_of") else ""
+        )
         console.print(
             f"  [green]ledgered[/] {escape(str(result.get('source_name', frame_id)))}  "
-            f"{size}  phash {result.get('phash')}  {total:.0f} ms in pipeline  "
-            f"({escape(str(data.get('result_status')))})"
+            f"{escape(what)}  {total:.0f} ms{again}"
         )
 
 
@@ -102,7 +118,7 @@ async def run_demo(
             printer = tg.create_task(_print_results(login, topics, stack.capture.station))
             await asyncio.sleep(0.5)
             console.print(f"writing {cards} sample cards...")
-            await asyncio.to_thread(write_cards, captures, cards)
+            await asyncio.to_thread(write_cards, captures, cards, recapture_every=10)
             deadline = time.monotonic() + wait
             ledgered = 0
             while time.monotonic() < deadline and not agents.done():
@@ -118,9 +134,12 @@ async def run_demo(
         summary = read_summary(stack.capture.state_path)
         with LedgerReader(stack.ledger.ledger_path) as reader:
             in_ledger = reader.count()
+        latencies, identified, recaptures = _ledger_facts(stack.ledger.ledger_path)
         return DemoReport(
             frames=cards,
             ledgered=in_ledger,
             quarantined=summary.counts["quarantined"],
-            latencies=_latencies(stack.ledger.ledger_path),
+            latencies=latencies,
+            identified=identified,
+            recaptures=recaptures,
         )

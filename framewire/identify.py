@@ -34,7 +34,7 @@ def _record(file: Path, pipeline: Pipeline, limits: ImageLimits, seq: int) -> di
         seq=seq,
         captured_at=dt.datetime.fromtimestamp(file.stat().st_mtime, dt.UTC),
         sha256=found.sha256,
-        content_type=found.content_type,  # type: ignore[arg-type]
+        content_type=found.content_type,
         size=found.size,
         source_name=file.name,
     )

@@ -5,14 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agents.runtime import BrokerAddress
-from schemas import AgentStatus, MessageError, TopicTree, decode_json
+from schemas import (
+    AgentStatus,
+    CommandRequest,
+    CommandResponse,
+    MessageError,
+    TopicTree,
+    decode_json,
+    encode_json,
+)
 
 
 @dataclass(frozen=True)
@@ -91,3 +102,31 @@ async def follow(
                 yield message.topic.value, json.loads(payload)
             except ValueError:
                 yield message.topic.value, payload
+
+
+async def request(
+    login: BrokerLogin,
+    topics: TopicTree,
+    agent: str,
+    command: str,
+    args: dict[str, str | int | float | bool | None],
+    *,
+    wait: float = 30.0,
+) -> CommandResponse:
+    """Send a command to one agent and wait for its response (MQTT 5 request/response)."""
+    client_id = f"cli-{os.getpid()}-{os.urandom(3).hex()}"
+    reply_to = topics.responses(client_id)
+    correlation = os.urandom(8)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ResponseTopic = reply_to
+    props.CorrelationData = correlation
+    body = encode_json(CommandRequest(command=command, args=args))
+    async with login.client(identifier=client_id) as client:
+        await client.subscribe(reply_to, qos=1)
+        await client.publish(topics.requests(agent), body, qos=1, properties=props)
+        async with asyncio.timeout(wait):
+            async for message in client.messages:
+                got = getattr(message.properties, "CorrelationData", None)
+                if got == correlation and isinstance(message.payload, bytes):
+                    return decode_json(CommandResponse, message.payload)
+    raise TimeoutError  # pragma: no cover - the timeout above raises first

@@ -169,18 +169,27 @@ def stranger(rng: random.Random, catalog: list[CardSpec]) -> CardSpec:
     return CardSpec(name, template.set_name, number, "Common", str(rng.randrange(30, 250, 10)))
 
 
-def write_cards(folder: Path, count: int, *, seed: int = 0) -> list[tuple[Path, CardSpec]]:
+def write_cards(
+    folder: Path, count: int, *, seed: int = 0, recapture_every: int = 0
+) -> list[tuple[Path, CardSpec]]:
     """Write `count` card photos into `folder` the way camera software does (write a
-    temporary name, then rename), cycling through the sample catalog."""
+    temporary name, then rename), going through the sample catalog. With `recapture_every`
+    N, every Nth photo is the card of N-1 photos before, photographed again."""
     rng = random.Random(seed)
     specs = load_specs()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
+    rendered: list[tuple[Image.Image, CardSpec]] = []
     for i in range(count):
-        spec = specs[i % len(specs)]
+        if recapture_every and i % recapture_every == recapture_every - 1 and rendered:
+            card, spec = rendered[-(recapture_every - 1)]
+        else:
+            spec = specs[len(rendered) % len(specs)]
+            card = render_card(spec, rng)
+            rendered.append((card, spec))
         path = folder / f"card-{i + 1:04d}.jpg"
         tmp = path.with_suffix(".jpg.part")
-        tmp.write_bytes(card_jpeg(spec, rng))
+        tmp.write_bytes(jpeg(photograph(card, rng), rng))
         tmp.replace(path)
         written.append((path, spec))
     return written

@@ -17,6 +17,7 @@ from edge_agents.capture.settings import CaptureSettings
 from edge_agents.ledger.agent import run as run_ledger
 from edge_agents.ledger.settings import LedgerSettings
 from edge_agents.runtime.lifecycle import SignalStop
+from framewire.samples import sample_catalog_path
 from inference_agent.agent import run as run_inference
 from inference_agent.settings import InferenceSettings
 
@@ -29,7 +30,11 @@ class Stack:
     capture: CaptureSettings
     inference: InferenceSettings
     ledger: LedgerSettings
-    observer_password_file: Path | None
+    secrets: dict[str, Path]
+
+    @property
+    def observer_password_file(self) -> Path | None:
+        return self.secrets.get("observer")
 
 
 @contextlib.asynccontextmanager
@@ -72,18 +77,25 @@ async def open_stack(
                 station=station,
                 watch_dir=captures,
             ),
-            inference=InferenceSettings(
-                **common,
-                **login("inference"),
-                agent_id=f"inference-{station}",
-            ),
+            inference=_inference_settings(common, login("inference"), station),
             ledger=LedgerSettings(
                 **common,
                 **login("ledger"),
                 agent_id="ledger",
             ),
-            observer_password_file=creds.get("observer"),
+            secrets=creds,
         )
+
+
+def _inference_settings(
+    common: dict[str, Any], login: dict[str, Any], station: str
+) -> InferenceSettings:
+    """The sample catalog unless one is configured, so cards are recognised out of the box."""
+    settings = InferenceSettings(**common, **login, agent_id=f"inference-{station}")
+    if settings.catalog is None:
+        logger.info("no catalog configured: using the sample catalog %s", sample_catalog_path())
+        settings = settings.model_copy(update={"catalog": sample_catalog_path()})
+    return settings
 
 
 async def run_agents(stack: Stack, stop: asyncio.Event) -> None:

@@ -10,11 +10,15 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 import aiomqtt
 
-from edge_agents.runtime import AgentRuntime
+from edge_agents.runtime import AgentRuntime, CommandError
+from edge_agents.runtime.agent import CommandResult, Scalar
 from inference_agent.build import build_pipeline
+from inference_agent.cards.recognizer import RecognizeCard
+from inference_agent.models import ModelError, default_manifest_path, load_manifests
 from inference_agent.pipeline import Pipeline
 from inference_agent.settings import InferenceSettings
 from schemas import (
@@ -48,6 +52,8 @@ class InferenceAgent:
         )
         for name, text in pipeline.models().items():
             runtime.details[f"model.{name}"] = text
+        if pipeline.registry is not None:
+            runtime.details["model_load_ms"] = round(pipeline.registry.total_load_ms(), 1)
 
     async def on_frame(self, message: aiomqtt.Message) -> None:
         received_at = utc_now()
@@ -91,6 +97,42 @@ class InferenceAgent:
     async def drain(self) -> None:
         await self.queue.join()
 
+    # --- requests over MQTT ---------------------------------------------------------------
+    async def reload_model(self, args: dict[str, Scalar]) -> CommandResult:
+        """Swap one model (args: name, optional manifest path on this box), or all of them.
+        The new model is verified and warmed up before it replaces the old one."""
+        registry = self.pipeline.registry
+        if registry is None:
+            raise CommandError("no models are loaded (card recognition is off)")
+        source = args.get("manifest") or self.settings.model_manifest or default_manifest_path()
+        manifests = await asyncio.to_thread(load_manifests, Path(str(source)))
+        name = args.get("name")
+        wanted = [str(name)] if name else sorted(manifests)
+        data: dict[str, Scalar] = {}
+        for model in wanted:
+            if model not in manifests:
+                raise CommandError(f"manifest {source} has no model {model!r}")
+            try:
+                loaded = await asyncio.to_thread(registry.swap, manifests[model])
+            except ModelError as err:
+                self.runtime.counters["model_swaps.refused"] += 1
+                raise CommandError(f"{err}; the previous model stays in use") from None
+            self.pipeline.swaps += 1
+            self.runtime.counters["model_swaps"] += 1
+            self.runtime.details[f"model.{model}"] = loaded.describe()
+            data[model] = loaded.describe()
+            data[f"{model}.load_ms"] = round(loaded.load_ms + loaded.warmup_ms, 1)
+        return f"reloaded {', '.join(wanted)}", data
+
+    async def reload_catalog(self, args: dict[str, Scalar]) -> CommandResult:
+        stage = next((s for s in self.pipeline.stages if isinstance(s, RecognizeCard)), None)
+        if stage is None:
+            raise CommandError("no catalog is configured (card recognition is off)")
+        catalog = await asyncio.to_thread(stage.catalog.reload)
+        if stage.catalog.error:
+            raise CommandError(f"{stage.catalog.error}; the previous catalog stays in use")
+        return f"catalog has {len(catalog)} cards", {"cards": len(catalog)}
+
 
 async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the inference agent until `stop` is set or SIGTERM/SIGINT arrives."""
@@ -103,6 +145,8 @@ async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None)
     else:
         topic = topics.all_frames()
     runtime.subscribe(topic, agent.on_frame, match=topics.all_frames())
+    runtime.command("reload_model", agent.reload_model)
+    runtime.command("reload_catalog", agent.reload_catalog)
     tasks = {f"worker-{i}": agent.work for i in range(settings.workers)}
     try:
         await runtime.run(tasks, drain=agent.drain, stop=stop)

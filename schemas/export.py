@@ -42,7 +42,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 def _address(topic: str) -> str:
     """AsyncAPI address from a topic built by TopicTree with placeholder identifiers."""
-    names = {"PREFIX": "{prefix}", "STATION": "{station}", "AGENT": "{agent}"}
+    names = {"PREFIX": "{prefix}", "STATION": "{station}", "AGENT": "{agent}", "CLIENT": "{client}"}
     return "/".join(names.get(seg, seg) for seg in topic.split("/"))
 
 
@@ -76,6 +76,10 @@ def asyncapi() -> dict[str, Any]:
         "availability": _channel(t.availability("AGENT"), agent, "Availability"),
         "status": _channel(t.status("AGENT"), agent, "AgentStatus"),
         "deadletter": _channel(t.dead_letters("AGENT"), agent, "DeadLetter"),
+        "request": _channel(t.requests("AGENT"), agent, "CommandRequest"),
+        "response": _channel(
+            t.responses("CLIENT"), {"client": "The requesting client's id."}, "CommandResponse"
+        ),
     }
     operations = {
         "captureSendsFrame": _operation(
@@ -104,6 +108,12 @@ def asyncapi() -> dict[str, Any]:
         ),
         "agentSendsDeadLetter": _operation(
             "send", "deadletter", "DeadLetter", "Input an agent refused, and why.", 1, False
+        ),
+        "agentReceivesRequest": _operation(
+            "receive", "request", "CommandRequest", "Reload, pause, status...", 1, False
+        ),
+        "agentSendsResponse": _operation(
+            "send", "response", "CommandResponse", "To the request's response topic.", 1, False
         ),
     }
     messages: dict[str, Any] = {

@@ -202,10 +202,33 @@ class DeadLetter(Message):
     payload_sha256: Sha256Hex | None = None
 
 
+Scalar = str | int | float | bool | None
+
+
+class CommandRequest(Message):
+    """A request to one agent, on its request topic. The reply goes to the MQTT 5 response
+    topic of the request, with the request's correlation data."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    command: str = Field(pattern=r"^[a-z_]{1,32}$", description="What to do.")
+    args: dict[str, Scalar] = Field(default_factory=dict, description="Command arguments.")
+
+
+class CommandResponse(Message):
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    agent_id: AgentId
+    command: str
+    ok: bool
+    message: str = Field(description="What happened, for people.")
+    data: dict[str, Scalar] = Field(default_factory=dict)
+
+
 #: Every JSON message model, by the name used in generated documents.
 JSON_MESSAGES: dict[str, type[Message]] = {
     "InferenceResult": InferenceResult,
     "LedgerAck": LedgerAck,
     "AgentStatus": AgentStatus,
     "DeadLetter": DeadLetter,
+    "CommandRequest": CommandRequest,
+    "CommandResponse": CommandResponse,
 }

@@ -6,6 +6,8 @@
     <prefix>/agents/<agent>/availability      "online" / "offline", retained, Last Will
     <prefix>/agents/<agent>/status            AgentStatus (JSON), retained
     <prefix>/deadletter/<agent>               DeadLetter (JSON): what an agent refused, and why
+    <prefix>/agents/<agent>/request           CommandRequest (JSON), answered on the request's
+                                              MQTT 5 response topic, under <prefix>/responses/
 
 Agents never format topics themselves; they call these functions, which validate every
 identifier that becomes a segment.
@@ -71,6 +73,13 @@ class TopicTree:
 
     def all_status(self) -> str:
         return f"{self.prefix}/agents/+/status"
+
+    def requests(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_identifier(agent, 'agent id')}/request"
+
+    def responses(self, client: str) -> str:
+        """Where a client asks for its replies (its MQTT 5 response topic)."""
+        return f"{self.prefix}/responses/{check_identifier(client, 'client id')}"
 
     def dead_letters(self, agent: str) -> str:
         return f"{self.prefix}/deadletter/{check_identifier(agent, 'agent id')}"

@@ -40,7 +40,16 @@ class LedgerAgent:
         recorded = await self.store.record(result)
         if recorded.inserted:
             self.runtime.counters["results.ledgered"] += 1
-            logger.info("ledgered %s (%s) from %s", result.frame_id, result.status, station)
+            if recorded.duplicate_of:
+                self.runtime.counters["results.recaptures"] += 1
+            card = result.card
+            logger.info(
+                "ledgered %s from %s: %s%s",
+                result.frame_id,
+                station,
+                f"{card.status} {card.card_name or ''}" if card else result.status,
+                f" (re-capture of {recorded.duplicate_of})" if recorded.duplicate_of else "",
+            )
         else:
             self.runtime.counters["results.duplicate"] += 1
             logger.debug("frame %s already in the ledger", result.frame_id)
@@ -49,6 +58,7 @@ class LedgerAgent:
             station=result.station,
             ledgered_at=recorded.ledgered_at,
             duplicate=not recorded.inserted,
+            duplicate_of=recorded.duplicate_of,
             result_status=recorded.status,
         )
         await self.runtime.publish(self.runtime.topics.acks(result.station), encode_json(ack))

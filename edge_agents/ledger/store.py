@@ -18,6 +18,13 @@ from typing import IO, Any
 from edge_agents.runtime import SqliteThread, transaction
 from schemas import InferenceResult, utc_now
 
+SCHEMA_VERSION = 1
+# Perceptual-hash distances (of 64 bits) under which a frame counts as a re-capture of an
+# earlier one: loose when the OCR identified the same catalog card in both, strict otherwise.
+SAME_CARD_DISTANCE = 28
+LOOKALIKE_DISTANCE = 6
+LOOKALIKE_WINDOW = 5000  # unidentified frames are compared with this many recent rows
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     frame_id      TEXT PRIMARY KEY,
@@ -30,6 +37,14 @@ CREATE TABLE IF NOT EXISTS results (
     height        INTEGER,
     format        TEXT,
     phash         TEXT,
+    card_status   TEXT,
+    card_name     TEXT,
+    set_name      TEXT,
+    card_number   TEXT,
+    rarity        TEXT,
+    market_price  REAL,
+    confidence    REAL,
+    duplicate_of  TEXT,
     agent_id      TEXT NOT NULL,
     captured_at   TEXT NOT NULL,
     completed_at  TEXT NOT NULL,
@@ -38,6 +53,7 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_station ON results (station, captured_at);
 CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256);
+CREATE INDEX IF NOT EXISTS results_card ON results (set_name, card_number, card_name);
 """
 
 EXPORT_COLUMNS = (
@@ -51,6 +67,14 @@ EXPORT_COLUMNS = (
     "height",
     "format",
     "phash",
+    "card_status",
+    "card_name",
+    "set_name",
+    "card_number",
+    "rarity",
+    "market_price",
+    "confidence",
+    "duplicate_of",
     "agent_id",
     "captured_at",
     "completed_at",
@@ -63,21 +87,80 @@ class Recorded:
     inserted: bool
     ledgered_at: datetime
     status: str
+    duplicate_of: str | None
 
 
 def _init(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"ledger schema version {version} is newer than this framewire ({SCHEMA_VERSION})"
+        )
     conn.executescript(_SCHEMA)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _distance(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def _find_duplicate(conn: sqlite3.Connection, r: InferenceResult) -> str | None:
+    """The earliest frame this one re-captures: the same bytes, or the same identified card
+    looking the same, or (unidentified) a near-identical picture."""
+    row = conn.execute(
+        "SELECT frame_id FROM results WHERE sha256 = ? AND frame_id != ?"
+        " ORDER BY captured_at LIMIT 1",
+        (r.sha256, r.frame_id),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    if r.phash is None:
+        return None
+    card = r.card
+    if card is not None and card.status == "identified":
+        rows = conn.execute(
+            "SELECT frame_id, phash FROM results WHERE set_name = ? AND card_number = ?"
+            " AND card_name = ? AND card_status = 'identified' AND phash IS NOT NULL"
+            " ORDER BY captured_at",
+            (card.set_name, card.card_number, card.card_name),
+        ).fetchall()
+        limit = SAME_CARD_DISTANCE
+    else:
+        rows = conn.execute(
+            "SELECT frame_id, phash FROM (SELECT frame_id, phash, captured_at FROM results"
+            " WHERE phash IS NOT NULL ORDER BY rowid DESC LIMIT ?) ORDER BY captured_at",
+            (LOOKALIKE_WINDOW,),
+        ).fetchall()
+        limit = LOOKALIKE_DISTANCE
+    for frame_id, phash in rows:
+        if _distance(phash, r.phash) <= limit:
+            return str(frame_id)
+    return None
 
 
 def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
     now = utc_now()
     image = r.image
+    card = r.card
     with transaction(conn):
-        cur = conn.execute(
+        known = conn.execute(
+            "SELECT ledgered_at, status, duplicate_of FROM results WHERE frame_id = ?",
+            (r.frame_id,),
+        ).fetchone()
+        if known is not None:
+            return Recorded(
+                inserted=False,
+                ledgered_at=datetime.fromisoformat(known["ledgered_at"]),
+                status=known["status"],
+                duplicate_of=known["duplicate_of"],
+            )
+        duplicate_of = _find_duplicate(conn, r)
+        conn.execute(
             "INSERT INTO results (frame_id, station, source_name, sha256, status, error, width,"
-            " height, format, phash, agent_id, captured_at, completed_at, ledgered_at, result)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (frame_id) DO NOTHING",
+            " height, format, phash, card_status, card_name, set_name, card_number, rarity,"
+            " market_price, confidence, duplicate_of, agent_id, captured_at, completed_at,"
+            " ledgered_at, result)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.frame_id,
                 r.station,
@@ -89,6 +172,14 @@ def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
                 image.height if image else None,
                 image.format if image else None,
                 r.phash,
+                card.status if card else None,
+                card.card_name if card else None,
+                card.set_name if card else None,
+                card.card_number if card else None,
+                card.rarity if card else None,
+                card.market_price if card else None,
+                card.confidence if card else None,
+                duplicate_of,
                 r.agent_id,
                 r.captured_at.isoformat(),
                 r.completed_at.isoformat(),
@@ -96,14 +187,7 @@ def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
                 r.model_dump_json(),
             ),
         )
-        if cur.rowcount == 1:
-            return Recorded(inserted=True, ledgered_at=now, status=r.status)
-        row = conn.execute(
-            "SELECT ledgered_at, status FROM results WHERE frame_id = ?", (r.frame_id,)
-        ).fetchone()
-    return Recorded(
-        inserted=False, ledgered_at=datetime.fromisoformat(row["ledgered_at"]), status=row["status"]
-    )
+    return Recorded(inserted=True, ledgered_at=now, status=r.status, duplicate_of=duplicate_of)
 
 
 class LedgerStore:
@@ -152,12 +236,13 @@ class LedgerReader:
 
     def get(self, frame_id: str) -> dict[str, Any] | None:
         row = self._conn.execute(
-            "SELECT result, ledgered_at FROM results WHERE frame_id = ?", (frame_id,)
+            "SELECT result, ledgered_at, duplicate_of FROM results WHERE frame_id = ?",
+            (frame_id,),
         ).fetchone()
         if row is None:
             return None
         data: dict[str, Any] = json.loads(row["result"])
-        data["ledgered_at"] = row["ledgered_at"]
+        data.update(ledgered_at=row["ledgered_at"], duplicate_of=row["duplicate_of"])
         return data
 
     def rows(self) -> Iterator[sqlite3.Row]:
@@ -179,7 +264,7 @@ class LedgerReader:
         out.write("[")
         for row in self.rows():
             data = json.loads(row["result"])
-            data["ledgered_at"] = row["ledgered_at"]
+            data.update(ledgered_at=row["ledgered_at"], duplicate_of=row["duplicate_of"])
             out.write(("," if n else "") + "\n  " + json.dumps(data, ensure_ascii=False))
             n += 1
         out.write("\n]\n" if n else "]\n")

@@ -3,6 +3,7 @@
 from edge_agents.runtime.agent import (
     AgentRuntime,
     Backoff,
+    CommandError,
     ConfigurationError,
     NotConnectedError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "AgentSettings",
     "Backoff",
     "BrokerAddress",
+    "CommandError",
     "ConfigurationError",
     "NotConnectedError",
     "SqliteThread",
