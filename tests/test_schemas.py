@@ -208,6 +208,8 @@ def test_asyncapi_document_names_every_channel_and_message() -> None:
         "LedgerAck",
         "AgentStatus",
         "DeadLetter",
+        "CommandRequest",
+        "CommandResponse",
     }
     for op in doc["operations"].values():
         assert op["channel"]["$ref"].startswith("#/channels/")

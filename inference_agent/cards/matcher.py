@@ -67,7 +67,7 @@ class CardMatcher:
         self,
         *,
         threshold: float = 0.85,
-        min_name_score: float = 0.9,
+        min_name_score: float = 0.85,
         margin: float = 0.08,
         plausible: float = 0.55,
     ) -> None:
@@ -104,9 +104,12 @@ class CardMatcher:
         if best is None or not plausible:
             return Match("unknown", None, scored[:3], numbers, hp)
         runner_up = scored[1].confidence if len(scored) > 1 else 0.0
+        # another card whose name reads better means name and number disagree: ask a person
+        best_name = max(c.name_score for c in scored)
         clear = (
             best.confidence >= self.threshold
             and best.name_score >= self.min_name_score
+            and best.name_score >= best_name - 0.05
             and best.number_score == 1.0
             and best.confidence - runner_up >= self.margin
         )

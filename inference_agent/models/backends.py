@@ -77,10 +77,9 @@ class OnnxSession:
             opts.intra_op_num_threads = options.intra_op_threads
         if options.inter_op_threads:
             opts.inter_op_num_threads = options.inter_op_threads
+        providers = onnx_providers(options.providers)
         try:
-            self.session = ort.InferenceSession(
-                model, sess_options=opts, providers=onnx_providers(options.providers)
-            )
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelError(f"model {manifest.name}: onnxruntime cannot load it: {err}") from None
         self.provider = self.session.get_providers()[0]

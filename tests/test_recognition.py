@@ -1,0 +1,115 @@
+"""Integration: cards recognised through the real broker and agent processes; models and the
+catalog reloaded at run time without losing a frame."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger, write_cards
+from inference_agent.models import default_manifest_path
+from tests.conftest import USERS, Pipeline, wait_until
+from tests.test_pipeline import ledger_rows, observer, wait_online
+
+pytestmark = pytest.mark.integration
+
+
+def with_catalog(p: Pipeline, catalog: Path | None = None) -> None:
+    p.agents["inference"].env["FRAMEWIRE_CATALOG"] = str(catalog or sample_catalog_path())
+
+
+def request(p: Pipeline, agent: str, command: str, *args: str) -> tuple[int, dict[str, object]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
+    env.update(
+        FRAMEWIRE_BROKER_URL=p.broker.url,
+        FRAMEWIRE_MQTT_USERNAME="operator",
+        FRAMEWIRE_MQTT_PASSWORD_FILE=str(p.broker.password_file("operator")),
+        FRAMEWIRE_TOPIC_PREFIX=p.broker.prefix,
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "framewire", "request", agent, command, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout, out.stderr
+    return out.returncode, json.loads(out.stdout)
+
+
+def test_cards_are_identified_and_recaptures_marked(pipeline: Pipeline) -> None:
+    p = pipeline
+    with_catalog(p)
+    with observer(p) as rec:
+        p.start()
+        wait_online(rec, p, *USERS.values())
+        written = write_cards(p.captures, 6, seed=4, recapture_every=3)
+        rng = random.Random(9)
+        unknown = stranger(rng, load_specs())
+        (p.captures / "stranger.jpg").write_bytes(card_jpeg(unknown, rng))
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) == 7, timeout=120, what="7 rows")
+    rows = {r["source_name"]: r for r in ledger_rows(p.ledger_db)}
+    for path, spec in written:
+        row = rows[path.name]
+        assert row["card_status"] == "identified", json.loads(row["result"])["card"]
+        assert (row["card_name"], row["card_number"], row["set_name"]) == (
+            spec.name,
+            spec.number,
+            spec.set_name,
+        )
+        assert row["market_price"] is not None and 0 < row["confidence"] <= 1
+    assert rows["stranger.jpg"]["card_status"] != "identified"
+    # cards 3 and 6 are the cards of photos 1 and 4, photographed again
+    by_name = {name: r["frame_id"] for name, r in rows.items()}
+    assert rows["card-0003.jpg"]["duplicate_of"] == by_name["card-0001.jpg"]
+    assert rows["card-0006.jpg"]["duplicate_of"] == by_name["card-0004.jpg"]
+    others = [n for n in rows if n not in ("card-0003.jpg", "card-0006.jpg")]
+    assert all(rows[n]["duplicate_of"] is None for n in others)
+    card = json.loads(rows["card-0001.jpg"]["result"])
+    assert card["models"]["ocr-rec"].startswith("PP-OCRv4")
+    assert [s["name"] for s in card["stages"]][-1] == "recognize_card"
+
+
+def test_reloading_models_and_catalog_during_traffic_loses_no_frame(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_bytes(sample_catalog_path().read_bytes())
+    with_catalog(p, catalog)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(default_manifest_path().read_text().replace("48fc40f2", "00000000"))
+    with observer(p) as rec:
+        p.start()
+        wait_online(rec, p, *USERS.values())
+
+        def produce() -> None:
+            write_cards(p.captures, 12, seed=5)
+
+        writer = threading.Thread(target=produce)
+        writer.start()
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) >= 1, timeout=60, what="first row")
+        code, answer = request(p, "inference", "reload_model")
+        assert code == 0 and answer["ok"], answer
+        code, answer = request(p, "inference", "reload_model", "name=ocr-rec", f"manifest={bad}")
+        assert code == 1 and not answer["ok"]
+        assert "previous model stays in use" in str(answer["message"])
+        code, answer = request(p, "inference", "reload_catalog")
+        assert code == 0 and answer["data"] == {"cards": 150}
+        writer.join()
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) == 12, timeout=120, what="12 rows")
+        time.sleep(1)
+    rows = ledger_rows(p.ledger_db)
+    assert len(rows) == 12 and len({r["frame_id"] for r in rows}) == 12
+    assert all(r["card_status"] == "identified" for r in rows)
+    code, answer = request(p, "inference", "status")
+    assert answer["data"]["counter.model_swaps"] == 3  # det, cls, rec; the bad one refused
+    assert answer["data"]["counter.model_swaps.refused"] == 1
