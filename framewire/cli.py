@@ -53,6 +53,7 @@ EXIT_CONFIG = 2
 EXIT_BROKER = 3
 
 S = TypeVar("S", bound=AgentSettings)
+T = TypeVar("T")
 
 
 class AgentName(StrEnum):
@@ -122,21 +123,21 @@ def run(
 
         s = load_settings(CaptureSettings)
         setup_logging(s.log_level, s.log_format)
-        run_main(run_capture(s))
+        _with_broker_errors(lambda: run_main(run_capture(s)))
     elif agent is AgentName.inference:
         from inference_agent.agent import run as run_inference
         from inference_agent.settings import InferenceSettings
 
         si = load_settings(InferenceSettings)
         setup_logging(si.log_level, si.log_format)
-        run_main(run_inference(si))
+        _with_broker_errors(lambda: run_main(run_inference(si)))
     else:
         from edge_agents.ledger.agent import run as run_ledger
         from edge_agents.ledger.settings import LedgerSettings
 
         sl = load_settings(LedgerSettings)
         setup_logging(sl.log_level, sl.log_format)
-        run_main(run_ledger(sl))
+        _with_broker_errors(lambda: run_main(run_ledger(sl)))
 
 
 @app.command()
@@ -170,19 +171,35 @@ def up(
 
 def _write_runtime_file(data_dir: Path, url: str, secrets: dict[str, Path]) -> None:
     """Where `framewire status` and `framewire request` find the broker `up` started."""
-    info = {
-        "broker_url": url,
-        "secrets": {u: str(secrets[u]) for u in ("observer", "operator") if u in secrets},
-    }
+    info = {"broker_url": url, "secrets": {u: str(p) for u, p in secrets.items()}}
     (data_dir / "up.json").write_text(json.dumps(info), encoding="utf-8")
 
 
-def _with_broker_errors(fn: Callable[[], object]) -> None:
+def _with_broker_errors(fn: Callable[[], T]) -> T:
+    """Run an agent or the stack; errors a person can fix become one line and an exit code
+    (3: the broker is missing or unreachable; 2: configuration, catalog or model)."""
+    from edge_agents.capture.backlog import BrokerUnreachableError
+    from edge_agents.runtime import ConfigurationError
+    from inference_agent.cards.catalog import CatalogError
+    from inference_agent.models import ModelError
+
     try:
-        fn()
-    except BrokerError as exc:
-        err.print(f"[red]{exc}[/]")
+        return fn()
+    except* (BrokerError, BrokerUnreachableError) as group:
+        for exc in _leaves(group):
+            err.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_BROKER) from None
+    except* (CatalogError, ModelError, ConfigurationError) as group:
+        for exc in _leaves(group):
+            err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 @app.command()
@@ -379,6 +396,73 @@ def request(
         raise typer.Exit(EXIT_BROKER) from None
     console.print_json(data=response.model_dump(mode="json"))
     if not response.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("import")
+def import_folder(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder of images.", exists=True, file_okay=False)
+    ],
+    station: Annotated[
+        str, typer.Option(help="Station id the frames are sent as (its own broker user).")
+    ] = "import",
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Try quarantined files again.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Send an existing folder of images through the pipeline, in bounded chunks. Run it
+    again after an interruption: what is already ledgered is not sent again. Exits 0 when
+    every file is ledgered, 1 when some were quarantined."""
+    _use_config(config)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from edge_agents.capture.backlog import import_settings, run_import
+    from edge_agents.capture.settings import CaptureSettings
+    from edge_agents.capture.state import StateSummary
+
+    base = load_settings(CaptureSettings, station=station)
+    setup_logging("WARNING", base.log_format)
+    overrides: dict[str, object] = {}
+    up_file = base.data_dir / "up.json"
+    if "broker_url" not in base.model_fields_set and up_file.is_file():
+        info = json.loads(up_file.read_text(encoding="utf-8"))
+        secret = info.get("secrets", {}).get(f"capture-{station}")
+        overrides["broker_url"] = info["broker_url"]
+        if secret:
+            overrides.update(mqtt_username=f"capture-{station}", mqtt_password_file=Path(secret))
+    settings = import_settings(base.model_copy(update=overrides), directory)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("importing", total=None, detail="scanning")
+
+        def show(summary: StateSummary, scanned: bool) -> None:
+            c = summary.counts
+            total = sum(c.values())
+            done = c["ledgered"] + c["quarantined"]
+            bar.update(
+                task,
+                total=total if scanned else None,
+                completed=done,
+                detail=f"ledgered {c['ledgered']}, quarantined {c['quarantined']}, "
+                f"in flight {c['published'] + c['inferred']}" + ("" if scanned else ", scanning"),
+            )
+
+        result = _with_broker_errors(
+            lambda: run_main(run_import(settings, retry_failed=retry_failed, progress=show))
+        )
+    c = result.counts
+    console.print(
+        f"{c['ledgered']} ledgered, {c['quarantined']} quarantined (state: {settings.state_path})"
+    )
+    if c["quarantined"]:
+        err.print("see `framewire capture status --db STATE`; retry with --retry-failed")
         raise typer.Exit(EXIT_FAILED)
 
 

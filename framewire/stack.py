@@ -56,7 +56,7 @@ async def open_stack(
                 data_dir / "broker",
                 port=free_port(),
                 prefix=prefix,
-                accounts=default_accounts([station]),
+                accounts=default_accounts([station, "import"]),
             )
             broker = await exits.enter_async_context(EmbeddedBroker(plan))
             broker_url, creds = broker.url, broker.secrets

@@ -65,7 +65,10 @@ class Broker:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     plan = BrokerPlan(
-        tmp_path / "broker", port=free_port(), prefix=prefix, accounts=default_accounts([STATION])
+        tmp_path / "broker",
+        port=free_port(),
+        prefix=prefix,
+        accounts=default_accounts([STATION, "import"]),
     )
     embedded = EmbeddedBroker(plan)
     embedded.start()

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -57,7 +58,10 @@ class CaptureAgent:
     # --- intake ----------------------------------------------------------------------------
     async def watch(self) -> None:
         logger.info("watching %s for frames of station %s", self.root, self.settings.station)
-        async for path, version in self.watcher:
+        await self.ingest_all(aiter(self.watcher))
+
+    async def ingest_all(self, source: AsyncIterator[tuple[Path, FileVersion]]) -> None:
+        async for path, version in source:
             await self.ingest(path, version)
 
     def _examine(self, path: Path) -> Inspection:
@@ -98,6 +102,10 @@ class CaptureAgent:
             return
         self.runtime.counters["frames.seen"] += 1
         logger.info("frame %s #%d from %s", row.frame_id, row.seq, row.relpath)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for frames to send now."""
         self._wake.set()
 
     # --- sending ---------------------------------------------------------------------------

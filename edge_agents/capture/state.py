@@ -213,6 +213,20 @@ def _quarantine(
     )
 
 
+def _retry_quarantined(conn: sqlite3.Connection, now: float) -> int:
+    """Give quarantined frames another chance: undelivered ones are resent under their own
+    frame id (the ledger may hold them already); rejected files are looked at afresh."""
+    with transaction(conn):
+        resent = conn.execute(
+            "UPDATE frames SET state = 'seen', attempts = 0, reason = NULL, error_kind = NULL,"
+            " next_attempt = NULL, updated_at = ? WHERE state = 'quarantined'"
+            " AND error_kind = 'undeliverable'",
+            (now,),
+        ).rowcount
+        dropped = conn.execute("DELETE FROM frames WHERE state = 'quarantined'").rowcount
+    return int(resent + dropped)
+
+
 def _summary(conn: sqlite3.Connection) -> StateSummary:
     counts: dict[str, int] = dict.fromkeys(STATES, 0)
     for row in conn.execute("SELECT state, count(*) AS n FROM frames GROUP BY state"):
@@ -280,6 +294,9 @@ class CaptureState:
 
     async def quarantine(self, frame_id: str, kind: str, reason: str, now: float) -> None:
         await self._db.run(_quarantine, frame_id, kind, reason, now)
+
+    async def retry_quarantined(self, now: float) -> int:
+        return await self._db.run(_retry_quarantined, now)
 
     async def summary(self) -> StateSummary:
         return await self._db.run(_summary)

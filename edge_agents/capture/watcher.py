@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import watchfiles
@@ -38,6 +38,42 @@ def version_of(root: Path, path: Path) -> FileVersion | None:
         return None
     rel = path.relative_to(root).as_posix()
     return FileVersion(relpath=rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def scan_folder(root: Path) -> Iterator[tuple[Path, FileVersion]]:
+    """Every candidate file under `root`, lazily (memory does not grow with the folder)."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError as err:
+            logger.warning("cannot list %s: %s", folder, err)
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif is_candidate_name(entry.name):
+                    version = version_of(root, Path(entry.path))
+                    if version is not None:
+                        yield Path(entry.path), version
+
+
+async def scan_folder_async(
+    root: Path, batch: int = 256
+) -> AsyncIterator[tuple[Path, FileVersion]]:
+    """`scan_folder` off the event loop, a batch at a time."""
+    files = scan_folder(root)
+
+    def take() -> list[tuple[Path, FileVersion]]:
+        return [item for _, item in zip(range(batch), files, strict=False)]
+
+    while chunk := await asyncio.to_thread(take):
+        for item in chunk:
+            yield item
 
 
 class FolderWatcher:

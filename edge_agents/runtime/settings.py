@@ -164,9 +164,12 @@ class AgentSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_agent_id(self) -> AgentSettings:
-        if self.agent_id is None:
-            self.agent_id = f"{self.agent_kind}-{_host_id()}"
-        check_identifier(self.agent_id, "agent_id")
+        agent_id = self.agent_id
+        if agent_id is None:
+            agent_id = f"{self.agent_kind}-{_host_id()}"
+            # not through __setattr__: a default filled in here is not a value the user set
+            self.__dict__["agent_id"] = agent_id
+        check_identifier(agent_id, "agent_id")
         return self
 
     @property
