@@ -188,15 +188,17 @@ class AgentRuntime:
     ) -> None:
         """Publish, waiting for (re)connection as long as it takes. For background tasks only:
         a message handler must use `publish`, since it runs on the connection it waits for."""
+        backoff = Backoff(initial=0.1, cap=2.0)
         while True:
             await self.connected.wait()
             try:
                 await self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
                 return
             except aiomqtt.MqttError as err:
-                logger.info("publish to %s failed (%s); retrying after reconnect", topic, err)
-                self.connected.clear()
-                await asyncio.sleep(0.1)
+                # Only the connection loop changes `connected`: a publish that fails on a client
+                # already replaced must not mark the new, healthy connection as down.
+                logger.info("publish to %s failed (%s); retrying", topic, err)
+                await asyncio.sleep(backoff.next())
 
     async def dead_letter(
         self,
@@ -418,6 +420,8 @@ class AgentRuntime:
                 handling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await handling
+                if not lost.cancelled():
+                    lost.exception()  # retrieved, so asyncio does not report it as lost
                 raise aiomqtt.MqttError("disconnected while handling a message")
 
     async def _handle(self, message: aiomqtt.Message) -> None:
