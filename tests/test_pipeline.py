@@ -317,3 +317,67 @@ def test_ledger_cli_exports_and_shows_rows(pipeline: Pipeline, tmp_path: Path) -
         [*cli, "show", new_frame_id(), "--db", str(p.ledger_db)], capture_output=True, text=True
     )
     assert missing.returncode == 1 and "not in the ledger" in missing.stderr
+
+
+def test_a_result_for_a_frame_nobody_sent_is_dead_lettered(pipeline: Pipeline) -> None:
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    with observer(p) as rec:
+        p.start()
+        wait_online(rec, p, *USERS.values())
+        forged = InferenceResult(
+            frame_id=new_frame_id(),
+            station=STATION,
+            agent_id="inference",
+            sha256="1" * 64,
+            source_name="ghost.jpg",
+            captured_at=utc_now(),
+            received_at=utc_now(),
+            completed_at=utc_now(),
+            status="ok",
+        )
+        with Recorder(
+            p.broker.port, username="inference", password=p.broker.password("inference")
+        ) as inference_user:
+            inference_user.publish(t.results(STATION), forged.model_dump_json())
+
+        def letters() -> list[DeadLetter]:
+            return [
+                decode_json(DeadLetter, m.payload) for m in rec.on(t.dead_letters(USERS["capture"]))
+            ]
+
+        wait_until(letters, what="capture's dead letter")
+        (letter,) = letters()
+        assert letter.kind == ErrorKind.UNKNOWN_FRAME
+        assert forged.frame_id in letter.reason and "never sent" in letter.reason
+        # the capture agent goes on serving
+        (p.captures / "real.jpg").write_bytes(jpeg_bytes(3))
+        wait_until(
+            lambda: any(r["source_name"] == "real.jpg" for r in ledger_rows(p.ledger_db)),
+            what="a real frame after the forged result",
+        )
+
+
+@pytest.mark.parametrize("kind", ["ledger", "inference"])
+def test_persistent_sessions_keep_messages_while_an_agent_is_down(
+    pipeline: Pipeline, kind: str
+) -> None:
+    """No resend can explain these rows (the capture agent would wait 10 minutes): the
+    broker kept the messages in the agent's MQTT 5 session (for inference, a shared
+    subscription) while it was stopped."""
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    p.agents["capture"].env["FRAMEWIRE_ACK_TIMEOUT"] = "600"
+    with observer(p) as rec:
+        p.start()
+        wait_online(rec, p, *USERS.values())
+        assert p.agents[kind].terminate() == 0
+        for i in range(5):
+            (p.captures / f"while-down-{i}.jpg").write_bytes(jpeg_bytes(i))
+        wait_until(lambda: len(rec.on(t.frames(STATION))) == 5, what="5 frames sent")
+        time.sleep(0.5)
+        assert ledger_rows(p.ledger_db) == []
+        p.agents[kind].start()
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) == 5, what="queued results ledgered")
+        capture = decode_json(AgentStatus, rec.on(t.status(USERS["capture"]))[-1].payload)
+        assert capture.counters.get("frames.resent", 0) == 0
