@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -24,7 +25,8 @@ from broker_config.render import write_broker_files
 from edge_agents.runtime import AgentSettings, run_main, setup_logging
 from edge_agents.runtime.settings import CONFIG_ENV
 from framewire import __version__
-from framewire.observe import BrokerLogin
+from framewire.observe import BrokerLogin, Snapshot
+from schemas import InferenceResult
 
 app = typer.Typer(
     help="Move camera frames from a capture box to an inference box and into a ledger.",
@@ -239,6 +241,8 @@ def demo(
 def status(
     wait: Annotated[float, typer.Option(help="Seconds to collect retained messages.")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
     config: ConfigOption = None,
 ) -> None:
     """Every agent's availability and last status, read live from the broker."""
@@ -248,14 +252,28 @@ def status(
     from framewire.observe import snapshot
     from schemas import TopicTree
 
-    login = _observer_login(load_settings(AgentSettings))
-    try:
-        snap = run_main(
-            snapshot(login, TopicTree(load_settings(AgentSettings).topic_prefix), wait=wait)
-        )
-    except aiomqtt.MqttError as exc:
-        err.print(f"[red]cannot read status from {login.url}: {exc}[/]")
-        raise typer.Exit(EXIT_BROKER) from None
+    base = load_settings(AgentSettings)
+    login = _observer_login(base)
+    topics = TopicTree(base.topic_prefix)
+
+    def take() -> Snapshot:
+        try:
+            return run_main(snapshot(login, topics, wait=wait))
+        except aiomqtt.MqttError as exc:
+            err.print(f"[red]cannot read status from {login.url}: {exc}[/]")
+            raise typer.Exit(EXIT_BROKER) from None
+
+    if watch:
+        from rich.live import Live
+
+        with Live(_status_table(take(), login.url), console=console, screen=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(_status_table(take(), login.url))
+            except KeyboardInterrupt:
+                return
+    snap = take()
     if as_json:
         out = {
             a.agent_id: {
@@ -266,25 +284,103 @@ def status(
         }
         console.print_json(data=out)
         return
-    table = Table(title=f"framewire agents at {login.url}")
-    for col in ("agent", "kind", "availability", "state", "uptime", "queues", "counters"):
+    if not snap.agents:
+        err.print(f"no agents have reported on {login.url}")
+        raise typer.Exit(EXIT_FAILED)
+    console.print(_status_table(snap, login.url))
+
+
+def _status_table(snap: Snapshot, url: str) -> Table:
+    table = Table(title=f"framewire agents at {url}")
+    for col in (
+        "agent",
+        "kind",
+        "availability",
+        "state",
+        "uptime",
+        "frames/min",
+        "queues",
+        "counters",
+    ):
         table.add_column(col, overflow="fold")
     for a in sorted(snap.agents.values(), key=lambda v: v.agent_id):
         s = a.status
         colour = "green" if a.availability == "online" else "red"
+        rate = s.details.get("frames_per_minute") if s else None
         table.add_row(
             a.agent_id,
             s.kind if s else "?",
             f"[{colour}]{a.availability}[/]",
             s.state if s else (a.problem or "-"),
             f"{s.uptime_s:.0f} s" if s else "-",
+            "-" if rate is None else str(rate),
             "\n".join(f"{k}={v}" for k, v in s.queues.items()) if s else "",
             "\n".join(f"{k}={v}" for k, v in sorted(s.counters.items())) if s else "",
         )
-    if not snap.agents:
-        err.print(f"no agents have reported on {login.url}")
-        raise typer.Exit(EXIT_FAILED)
-    console.print(table)
+    return table
+
+
+@app.command()
+def tail(
+    station: Annotated[str, typer.Option(help="Only this station ('+': all).")] = "+",
+    as_json: Annotated[bool, typer.Option("--json", help="Print each result as JSON.")] = False,
+    count: Annotated[int, typer.Option(help="Stop after this many results (0: never).")] = 0,
+    config: ConfigOption = None,
+) -> None:
+    """Results as they arrive, one line each (read from the broker; Ctrl-C stops)."""
+    _use_config(config)
+    import aiomqtt
+
+    from framewire.observe import follow
+    from schemas import MessageError, TopicTree, decode_json
+
+    base = load_settings(AgentSettings)
+    login = _observer_login(base)
+    topics = TopicTree(base.topic_prefix)
+    topic = topics.all_results() if station == "+" else topics.results(station)
+
+    async def go() -> None:
+        seen = 0
+        async for _, data in follow(login, [topic]):
+            if not isinstance(data, dict):
+                continue
+            if as_json:
+                print(json.dumps(data), flush=True)
+            else:
+                try:
+                    result = decode_json(InferenceResult, json.dumps(data).encode())
+                except MessageError as exc:
+                    console.print(f"[red]unreadable result: {exc.reason}[/]")
+                    continue
+                console.print(_result_line(result), soft_wrap=True)
+            seen += 1
+            if count and seen >= count:
+                return
+
+    try:
+        run_main(go())
+    except aiomqtt.MqttError as exc:
+        err.print(f"[red]cannot follow results on {login.url}: {exc}[/]")
+        raise typer.Exit(EXIT_BROKER) from None
+    except KeyboardInterrupt:
+        return
+
+
+def _result_line(r: InferenceResult) -> str:
+    from rich.markup import escape
+
+    card = r.card
+    what = (
+        f"{card.status} {card.card_name or '?'} {card.card_number or ''} "
+        f"{card.set_name or ''} {card.confidence:.2f}"
+        if card
+        else r.status
+    )
+    total = sum(s.ms for s in r.stages)
+    return (
+        f"{r.completed_at:%H:%M:%S} {r.station} {r.frame_id} {escape(r.source_name)}  "
+        f"{escape(what)}  {total:.0f} ms{' (cached)' if r.cached else ''}"
+    )
 
 
 def _observer_login(base: AgentSettings, user: str = "observer") -> BrokerLogin:
@@ -358,6 +454,32 @@ def identify(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _send(
+    agent: str, command: str, args: dict[str, str | int | float | bool | None], wait: float
+) -> None:
+    """Send one command over MQTT, print the answer; exit 1 if refused, 3 if unreachable."""
+    import aiomqtt
+
+    from framewire.observe import request as send_request
+    from schemas import TopicTree
+
+    base = load_settings(AgentSettings)
+    login = _observer_login(base, user="operator")
+    try:
+        response = run_main(
+            send_request(login, TopicTree(base.topic_prefix), agent, command, args, wait=wait)
+        )
+    except TimeoutError:
+        err.print(f"[red]{agent} did not answer within {wait:.0f} s[/]")
+        raise typer.Exit(EXIT_FAILED) from None
+    except aiomqtt.MqttError as exc:
+        err.print(f"[red]cannot reach the broker at {login.url}: {exc}[/]")
+        raise typer.Exit(EXIT_BROKER) from None
+    console.print_json(data=response.model_dump(mode="json"))
+    if not response.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
 @app.command()
 def request(
     agent: Annotated[str, typer.Argument(help="Agent id (see `framewire status`).")],
@@ -370,11 +492,6 @@ def request(
 ) -> None:
     """Send a command to one agent over MQTT and print its answer (exit 1 if refused)."""
     _use_config(config)
-    import aiomqtt
-
-    from framewire.observe import request as send_request
-    from schemas import TopicTree
-
     parsed: dict[str, str | int | float | bool | None] = {}
     for item in args or []:
         key, sep, value = item.partition("=")
@@ -382,21 +499,7 @@ def request(
             err.print(f"[red]argument {item!r} is not key=value[/]")
             raise typer.Exit(EXIT_CONFIG)
         parsed[key] = value
-    base = load_settings(AgentSettings)
-    login = _observer_login(base, user="operator")
-    try:
-        response = run_main(
-            send_request(login, TopicTree(base.topic_prefix), agent, command, parsed, wait=wait)
-        )
-    except TimeoutError:
-        err.print(f"[red]{agent} did not answer within {wait:.0f} s[/]")
-        raise typer.Exit(EXIT_FAILED) from None
-    except aiomqtt.MqttError as exc:
-        err.print(f"[red]cannot reach the broker at {login.url}: {exc}[/]")
-        raise typer.Exit(EXIT_BROKER) from None
-    console.print_json(data=response.model_dump(mode="json"))
-    if not response.ok:
-        raise typer.Exit(EXIT_FAILED)
+    _send(agent, command, parsed, wait)
 
 
 @app.command("import")
@@ -573,12 +676,115 @@ def capture_status(
 
 
 # --- configuration ---------------------------------------------------------------------------
+class AgentChoice(StrEnum):
+    all = "all"
+    capture = "capture"
+    inference = "inference"
+    ledger = "ledger"
+
+
+def _settings_classes(which: AgentChoice) -> dict[str, type[AgentSettings]]:
+    from edge_agents.capture.settings import CaptureSettings
+    from edge_agents.ledger.settings import LedgerSettings
+    from inference_agent.settings import InferenceSettings
+
+    every: dict[str, type[AgentSettings]] = {
+        "capture": CaptureSettings,
+        "inference": InferenceSettings,
+        "ledger": LedgerSettings,
+    }
+    return every if which is AgentChoice.all else {which.value: every[which.value]}
+
+
+@config_app.command("check")
+def config_check(
+    agent: Annotated[AgentChoice, typer.Option(help="Which agent's settings.")] = AgentChoice.all,
+    config: ConfigOption = None,
+) -> None:
+    """Validate the configuration (environment + TOML file); name each wrong field."""
+    _use_config(config)
+    for name, cls in _settings_classes(agent).items():
+        s = load_settings(cls)
+        extra = ""
+        catalog = getattr(s, "catalog", None)
+        if catalog is not None:
+            from inference_agent.cards.catalog import CatalogError, load_catalog
+
+            try:
+                extra = f", catalog {len(load_catalog(catalog))} cards"
+            except CatalogError as exc:
+                err.print(f"[red]{name}: {exc}[/]")
+                raise typer.Exit(EXIT_CONFIG) from None
+        console.print(f"{name}: ok (agent {s.identity}, broker {s.broker_url}{extra})")
+
+
+@config_app.command("show")
+def config_show(
+    agent: Annotated[AgentChoice, typer.Option(help="Which agent's settings.")] = AgentChoice.all,
+    config: ConfigOption = None,
+) -> None:
+    """Print the effective configuration as JSON, secrets masked."""
+    _use_config(config)
+    out: dict[str, object] = {}
+    for name, cls in _settings_classes(agent).items():
+        s = load_settings(cls)
+        data = s.model_dump(mode="json")
+        data["mqtt_password"] = "********" if s.mqtt_password() is not None else None
+        data["metrics_port"] = s.metrics_endpoint
+        out[name] = data
+    console.print_json(data=out)
+
+
 @config_app.command("reference")
 def config_reference() -> None:
     """Print the configuration reference (Markdown) generated from the settings models."""
     from framewire.reference import reference
 
     print(reference())
+
+
+AgentOption = Annotated[
+    str | None, typer.Option("--agent", help="Agent id (default: from config).")
+]
+WaitOption = Annotated[float, typer.Option(help="Seconds to wait for the answer.")]
+
+
+def _capture_agent(agent: str | None) -> str:
+    from edge_agents.capture.settings import CaptureSettings
+
+    return agent or load_settings(CaptureSettings).identity
+
+
+@capture_app.command("pause")
+def capture_pause(
+    agent: AgentOption = None, wait: WaitOption = 30.0, config: ConfigOption = None
+) -> None:
+    """Stop sending frames (new files are still recorded and go out on resume)."""
+    _use_config(config)
+    _send(_capture_agent(agent), "pause", {}, wait)
+
+
+@capture_app.command("resume")
+def capture_resume(
+    agent: AgentOption = None, wait: WaitOption = 30.0, config: ConfigOption = None
+) -> None:
+    """Send frames again after a pause."""
+    _use_config(config)
+    _send(_capture_agent(agent), "resume", {}, wait)
+
+
+@ledger_app.command("replay")
+def ledger_replay(
+    frame_id: Annotated[str, typer.Argument(help="Frame id.")],
+    agent: AgentOption = None,
+    wait: WaitOption = 30.0,
+    config: ConfigOption = None,
+) -> None:
+    """Ask the ledger agent to publish a ledgered result again (for watchers/dashboards)."""
+    _use_config(config)
+    from edge_agents.ledger.settings import LedgerSettings
+
+    _send(agent or load_settings(LedgerSettings).identity, "replay", {"frame_id": frame_id}, wait)
 
 
 # --- broker ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ rest (nothing is dropped here). The pipeline runs in worker threads, never on th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -16,6 +17,7 @@ import aiomqtt
 
 from edge_agents.runtime import AgentRuntime, CommandError
 from edge_agents.runtime.agent import CommandResult, Scalar
+from edge_agents.runtime.homeassistant import Entity, status_sensor
 from inference_agent.build import build_pipeline
 from inference_agent.cards.recognizer import RecognizeCard
 from inference_agent.models import ModelError, default_manifest_path, load_manifests
@@ -24,6 +26,7 @@ from inference_agent.settings import InferenceSettings
 from schemas import (
     ErrorKind,
     FrameMeta,
+    InferenceResult,
     MessageError,
     encode_json,
     frame_meta_from_properties,
@@ -45,6 +48,44 @@ class InferenceAgent:
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="pipeline")
         runtime.gauge("frames_waiting", self.queue.qsize)
         runtime.gauge("cache_entries", lambda: len(pipeline.cache))
+        runtime.count_throughput("frames.received")
+        runtime.details.update(last_card=None, last_confidence=None, last_status=None)
+        runtime.entities += [
+            status_sensor(
+                "last_card",
+                "Last card",
+                "{{ value_json.details.last_card | default('none yet', true) }}",
+            ),
+            status_sensor(
+                "last_confidence",
+                "Last confidence",
+                "{{ value_json.details.last_confidence | default(0, true) }}",
+                unit="",
+            ),
+            status_sensor(
+                "last_status",
+                "Last recognition",
+                "{{ value_json.details.last_status | default('none yet', true) }}",
+            ),
+            status_sensor(
+                "model",
+                "Model in use",
+                "{{ value_json.details['model.ocr-rec'] | default('none', true) }}",
+                entity_category="diagnostic",
+            ),
+        ]
+        self.seconds = runtime.metrics.histogram(
+            "framewire_inference_seconds", "Pipeline time per frame"
+        ).labels(agent=runtime.agent_id)
+        self.stage_seconds = runtime.metrics.histogram(
+            "framewire_stage_seconds", "Time per pipeline stage", ("stage",)
+        )
+        load = runtime.metrics.gauge("framewire_model_load_seconds", "Load + warm-up", ("model",))
+        if pipeline.registry is not None:
+            for name in pipeline.registry.describe():
+                loaded = pipeline.registry.get(name)
+                seconds = (loaded.load_ms + loaded.warmup_ms) / 1000
+                load.labels(agent=runtime.agent_id, model=name).set(seconds)
         runtime.details.update(
             stages=",".join(s.name for s in pipeline.stages),
             share_group=settings.share_group or "",
@@ -91,8 +132,30 @@ class InferenceAgent:
                     )
                     kind = "cached" if outcome.result.cached else outcome.result.status
                     self.runtime.counters[f"results.{kind}"] += 1
+                    await self._report(outcome.result)
             finally:
                 self.queue.task_done()
+
+    async def _report(self, result: InferenceResult) -> None:
+        """Metrics, status details and the retained thumbnail (a Home Assistant image)."""
+        agent = self.runtime.agent_id
+        if not result.cached:
+            self.seconds.observe(sum(s.ms for s in result.stages) / 1000)
+            for stage in result.stages:
+                self.stage_seconds.labels(agent=agent, stage=stage.name).observe(stage.ms / 1000)
+        card = result.card
+        if card is not None:
+            self.runtime.details.update(
+                last_card=card.card_name,
+                last_confidence=card.confidence,
+                last_status=card.status,
+            )
+        if result.thumbnail is not None:
+            # a thumbnail is a convenience: the result itself was delivered either way
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.runtime.publish(
+                    self.runtime.topics.thumbnail(agent), result.thumbnail.data, retain=True
+                )
 
     async def drain(self) -> None:
         await self.queue.join()
@@ -146,6 +209,14 @@ async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None)
         topic = topics.all_frames()
     runtime.subscribe(topic, agent.on_frame, match=topics.all_frames())
     runtime.command("reload_model", agent.reload_model)
+    runtime.entities.append(
+        Entity(
+            "thumbnail",
+            "image",
+            "Last frame",
+            {"image_topic": topics.thumbnail(runtime.agent_id), "content_type": "image/jpeg"},
+        )
+    )
     runtime.command("reload_catalog", agent.reload_catalog)
     tasks = {f"worker-{i}": agent.work for i in range(settings.workers)}
     try:

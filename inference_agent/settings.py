@@ -15,6 +15,7 @@ class InferenceSettings(AgentSettings):
     """Inference agent: runs the frame pipeline and publishes one result per frame."""
 
     toml_section: ClassVar[str | None] = "inference"
+    default_metrics_port: ClassVar[int] = 9743
     agent_kind: ClassVar[str] = "inference"
 
     share_group: str | None = Field(

@@ -76,6 +76,7 @@ def asyncapi() -> dict[str, Any]:
         "availability": _channel(t.availability("AGENT"), agent, "Availability"),
         "status": _channel(t.status("AGENT"), agent, "AgentStatus"),
         "deadletter": _channel(t.dead_letters("AGENT"), agent, "DeadLetter"),
+        "thumbnail": _channel(t.thumbnail("AGENT"), agent, "Thumbnail"),
         "request": _channel(t.requests("AGENT"), agent, "CommandRequest"),
         "response": _channel(
             t.responses("CLIENT"), {"client": "The requesting client's id."}, "CommandResponse"
@@ -109,6 +110,9 @@ def asyncapi() -> dict[str, Any]:
         "agentSendsDeadLetter": _operation(
             "send", "deadletter", "DeadLetter", "Input an agent refused, and why.", 1, False
         ),
+        "inferenceSendsThumbnail": _operation(
+            "send", "thumbnail", "Thumbnail", "JPEG of the last frame (retained).", 0, True
+        ),
         "agentReceivesRequest": _operation(
             "receive", "request", "CommandRequest", "Reload, pause, status...", 1, False
         ),
@@ -123,6 +127,13 @@ def asyncapi() -> dict[str, Any]:
             "as strings, plus schema=framewire.frame/1) and the content-type property.",
             "contentType": "image/jpeg",
             "headers": {"$ref": _REF.format(model="FrameMeta")},
+            "payload": {"type": "string", "format": "binary"},
+        },
+        "Thumbnail": {
+            "name": "Thumbnail",
+            "summary": "A small JPEG of the last frame the agent handled (a Home Assistant "
+            "image entity shows it).",
+            "contentType": "image/jpeg",
             "payload": {"type": "string", "format": "binary"},
         },
         "Availability": {

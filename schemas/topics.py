@@ -5,6 +5,7 @@
     <prefix>/acks/<station>                   LedgerAck (JSON), once a result is committed
     <prefix>/agents/<agent>/availability      "online" / "offline", retained, Last Will
     <prefix>/agents/<agent>/status            AgentStatus (JSON), retained
+    <prefix>/agents/<agent>/thumbnail         JPEG of the last frame it handled, retained
     <prefix>/deadletter/<agent>               DeadLetter (JSON): what an agent refused, and why
     <prefix>/agents/<agent>/request           CommandRequest (JSON), answered on the request's
                                               MQTT 5 response topic, under <prefix>/responses/
@@ -67,6 +68,9 @@ class TopicTree:
 
     def status(self, agent: str) -> str:
         return f"{self.prefix}/agents/{check_identifier(agent, 'agent id')}/status"
+
+    def thumbnail(self, agent: str) -> str:
+        return f"{self.prefix}/agents/{check_identifier(agent, 'agent id')}/thumbnail"
 
     def all_availability(self) -> str:
         return f"{self.prefix}/agents/+/availability"

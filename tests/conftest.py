@@ -154,6 +154,7 @@ def pipeline(broker: Broker, tmp_path: Path) -> Iterator[Pipeline]:
             FRAMEWIRE_STATION=STATION,
             FRAMEWIRE_WATCH_DIR=str(captures),
             FRAMEWIRE_SETTLE_SECONDS="0.2",
+            FRAMEWIRE_METRICS_PORT="0",
             PYTHONUNBUFFERED="1",
         )
         agents[kind] = AgentProcess(kind, env, tmp_path / f"{kind}.log")

@@ -203,6 +203,7 @@ def test_asyncapi_document_names_every_channel_and_message() -> None:
     assert doc["channels"]["frames"]["address"] == "{prefix}/frames/{station}"
     assert set(doc["components"]["messages"]) == {
         "Frame",
+        "Thumbnail",
         "Availability",
         "InferenceResult",
         "LedgerAck",

@@ -23,6 +23,8 @@ from edge_agents.capture.settings import CaptureSettings
 from edge_agents.capture.state import CaptureState, FileVersion, FrameRow
 from edge_agents.capture.watcher import FolderWatcher
 from edge_agents.runtime import AgentRuntime
+from edge_agents.runtime.agent import CommandResult, Scalar
+from edge_agents.runtime.homeassistant import status_sensor
 from schemas import (
     ErrorKind,
     FrameMeta,
@@ -50,10 +52,53 @@ class CaptureAgent:
             force_polling=settings.force_polling,
         )
         self.in_flight = 0
+        self.paused = False
         self._wake = asyncio.Event()
         runtime.gauge("watcher_pending", lambda: self.watcher.pending)
         runtime.gauge("in_flight", lambda: self.in_flight)
-        runtime.details.update(station=settings.station, watch_dir=str(self.root))
+        runtime.details.update(station=settings.station, watch_dir=str(self.root), paused=False)
+        runtime.count_throughput("frames.published")
+        runtime.entities += [
+            status_sensor(
+                "ledgered",
+                "Frames ledgered",
+                "{{ value_json.counters['frames.ledgered'] | default(0) }}",
+                state_class="total_increasing",
+            ),
+            status_sensor(
+                "quarantined",
+                "Frames quarantined",
+                "{{ value_json.counters['frames.quarantined'] | default(0) }}",
+                state_class="total_increasing",
+            ),
+        ]
+        runtime.command("pause", self.pause)
+        runtime.command("resume", self.resume)
+        runtime.command("prune", self._prune_now)
+
+    async def _prune_now(self, args: dict[str, Scalar]) -> CommandResult:
+        return await self.prune(), {}
+
+    async def pause(self, args: dict[str, Scalar]) -> CommandResult:
+        """Stop sending frames; new files are still recorded, so nothing is lost."""
+        self.paused = True
+        self.runtime.details["paused"] = True
+        return "capture paused: new files are recorded and sent on resume", {}
+
+    async def resume(self, args: dict[str, Scalar]) -> CommandResult:
+        self.paused = False
+        self.runtime.details["paused"] = False
+        self._wake.set()
+        return "capture resumed", {}
+
+    async def prune(self) -> str:
+        """Forget ledgered or quarantined frames older than `prune_after_days` whose file has
+        left the capture folder (while a file is there, its row is what keeps it from being
+        sent twice)."""
+        cutoff = time.time() - self.settings.prune_after_days * 86400
+        removed = await self.state.prune(cutoff, self.root)
+        self.runtime.counters["state_rows_pruned"] += removed
+        return f"pruned {removed} row(s)"
 
     # --- intake ----------------------------------------------------------------------------
     async def watch(self) -> None:
@@ -113,6 +158,9 @@ class CaptureAgent:
         while True:
             await self.runtime.connected.wait()
             self._wake.clear()
+            if self.paused:
+                await self._wake.wait()
+                continue
             due, self.in_flight = await self.state.due(time.time(), self.settings.max_in_flight)
             try:
                 for row in due:
@@ -219,4 +267,5 @@ async def run(settings: CaptureSettings, *, stop: asyncio.Event | None = None) -
         agent = CaptureAgent(settings, runtime, state)
         runtime.subscribe(runtime.topics.acks(settings.station), agent.on_ack)
         runtime.subscribe(runtime.topics.results(settings.station), agent.on_result)
+        runtime.schedule("prune", agent.prune, trigger="cron", hour=settings.prune_hour, jitter=600)
         await runtime.run({"watch": agent.watch, "publish": agent.publish_loop}, stop=stop)

@@ -16,6 +16,7 @@ class CaptureSettings(AgentSettings):
     """Capture agent: watches a folder and publishes every new image as a frame."""
 
     toml_section: ClassVar[str | None] = "capture"
+    default_metrics_port: ClassVar[int] = 9741
     agent_kind: ClassVar[str] = "capture"
 
     station: str = Field(default="station-1", description="Id of this capture station.")
@@ -61,6 +62,13 @@ class CaptureSettings(AgentSettings):
     max_attempts: int = Field(
         default=50, ge=1, description="Resends before a frame is quarantined as undeliverable."
     )
+
+    prune_after_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Forget finished frames this old once their file has left the folder.",
+    )
+    prune_hour: int = Field(default=4, ge=0, le=23, description="Hour of the nightly prune.")
 
     @field_validator("station")
     @classmethod

@@ -227,6 +227,18 @@ def _retry_quarantined(conn: sqlite3.Connection, now: float) -> int:
     return int(resent + dropped)
 
 
+def _prune(conn: sqlite3.Connection, cutoff: float, root: Path) -> int:
+    rows = conn.execute(
+        "SELECT seq, relpath FROM frames WHERE state IN ('ledgered', 'quarantined')"
+        " AND updated_at < ?",
+        (cutoff,),
+    ).fetchall()
+    gone = [(row["seq"],) for row in rows if not (root / row["relpath"]).exists()]
+    with transaction(conn):
+        conn.executemany("DELETE FROM frames WHERE seq = ?", gone)
+    return len(gone)
+
+
 def _summary(conn: sqlite3.Connection) -> StateSummary:
     counts: dict[str, int] = dict.fromkeys(STATES, 0)
     for row in conn.execute("SELECT state, count(*) AS n FROM frames GROUP BY state"):
@@ -297,6 +309,9 @@ class CaptureState:
 
     async def retry_quarantined(self, now: float) -> int:
         return await self._db.run(_retry_quarantined, now)
+
+    async def prune(self, cutoff: float, root: Path) -> int:
+        return await self._db.run(_prune, cutoff, root)
 
     async def summary(self) -> StateSummary:
         return await self._db.run(_summary)

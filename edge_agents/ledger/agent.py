@@ -9,12 +9,15 @@ import aiomqtt
 
 from edge_agents.ledger.settings import LedgerSettings
 from edge_agents.ledger.store import LedgerStore
-from edge_agents.runtime import AgentRuntime
+from edge_agents.runtime import AgentRuntime, CommandError
+from edge_agents.runtime.agent import CommandResult, Scalar
+from edge_agents.runtime.homeassistant import status_sensor
 from schemas import (
     ErrorKind,
     InferenceResult,
     LedgerAck,
     MessageError,
+    check_identifier,
     decode_json,
     encode_json,
 )
@@ -23,10 +26,58 @@ logger = logging.getLogger(__name__)
 
 
 class LedgerAgent:
-    def __init__(self, runtime: AgentRuntime, store: LedgerStore) -> None:
+    def __init__(self, settings: LedgerSettings, runtime: AgentRuntime, store: LedgerStore):
+        self.settings = settings
         self.runtime = runtime
         self.store = store
         runtime.details.update(ledger=str(store.path))
+        runtime.count_throughput("results.ledgered")
+        runtime.entities += [
+            status_sensor(
+                "ledgered",
+                "Results ledgered",
+                "{{ value_json.counters['results.ledgered'] | default(0) }}",
+                state_class="total_increasing",
+            ),
+            status_sensor(
+                "recaptures",
+                "Re-captures found",
+                "{{ value_json.counters['results.recaptures'] | default(0) }}",
+                state_class="total_increasing",
+            ),
+            status_sensor(
+                "last_backup",
+                "Last backup",
+                "{{ value_json.details['job.backup.last'] | default('never', true) }}",
+                entity_category="diagnostic",
+            ),
+        ]
+        self.latency = runtime.metrics.histogram(
+            "framewire_capture_to_ledger_seconds", "From the camera writing a file to its row"
+        ).labels(agent=runtime.agent_id)
+        runtime.command("replay", self.replay)
+        runtime.command("backup", self._backup_now)
+
+    async def _backup_now(self, args: dict[str, Scalar]) -> CommandResult:
+        keep = self.settings.backup_keep or 1
+        path = await self.store.backup(self.settings.backup_path, keep=keep)
+        return f"backed up to {path}", {"path": str(path)}
+
+    async def backup(self) -> str:
+        """Online backup (SQLite backup API: consistent while the agent writes), keeping the
+        newest `backup_keep` copies."""
+        path = await self.store.backup(self.settings.backup_path, keep=self.settings.backup_keep)
+        return f"backed up to {path}"
+
+    async def replay(self, args: dict[str, Scalar]) -> CommandResult:
+        """Publish a ledgered result again on its results topic (for watchers and
+        dashboards); the ledger itself keeps its row as it is."""
+        frame_id = check_identifier(str(args.get("frame_id") or ""), "frame_id")
+        stored = await self.store.result(frame_id)
+        if stored is None:
+            raise CommandError(f"frame {frame_id} is not in the ledger")
+        await self.runtime.publish(self.runtime.topics.results(stored.station), encode_json(stored))
+        return f"replayed frame {frame_id}", {"station": stored.station}
 
     async def on_result(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -40,6 +91,9 @@ class LedgerAgent:
         recorded = await self.store.record(result)
         if recorded.inserted:
             self.runtime.counters["results.ledgered"] += 1
+            self.latency.observe(
+                max(0.0, (recorded.ledgered_at - result.captured_at).total_seconds())
+            )
             if recorded.duplicate_of:
                 self.runtime.counters["results.recaptures"] += 1
             card = result.card
@@ -68,6 +122,14 @@ async def run(settings: LedgerSettings, *, stop: asyncio.Event | None = None) ->
     """Run the ledger agent until `stop` is set or SIGTERM/SIGINT arrives."""
     runtime = AgentRuntime(settings, "ledger", persistent=True)
     async with LedgerStore(settings.ledger_path) as store:
-        agent = LedgerAgent(runtime, store)
+        agent = LedgerAgent(settings, runtime, store)
         runtime.subscribe(runtime.topics.all_results(), agent.on_result)
+        if settings.backup_keep > 0:
+            runtime.schedule(
+                "backup",
+                agent.backup,
+                trigger="cron",
+                hour=settings.backup_hour,
+                minute=settings.backup_minute,
+            )
         await runtime.run({}, stop=stop)

@@ -190,6 +190,27 @@ def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
     return Recorded(inserted=True, ledgered_at=now, status=r.status, duplicate_of=duplicate_of)
 
 
+def _backup(conn: sqlite3.Connection, folder: Path, keep: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"ledger-{stamp}.sqlite3"
+    partial = target.with_suffix(".partial")
+    dest = sqlite3.connect(partial)
+    try:
+        conn.backup(dest)
+    finally:
+        dest.close()
+    partial.replace(target)
+    for old in sorted(folder.glob("ledger-*.sqlite3"))[:-keep]:
+        old.unlink()
+    return target
+
+
+def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
+    row = conn.execute("SELECT result FROM results WHERE frame_id = ?", (frame_id,)).fetchone()
+    return InferenceResult.model_validate_json(row["result"]) if row else None
+
+
 class LedgerStore:
     """Async writer used by the ledger agent."""
 
@@ -207,6 +228,12 @@ class LedgerStore:
 
     async def record(self, result: InferenceResult) -> Recorded:
         return await self._db.run(_record, result)
+
+    async def backup(self, folder: Path, *, keep: int) -> Path:
+        return await self._db.run(_backup, folder, keep)
+
+    async def result(self, frame_id: str) -> InferenceResult | None:
+        return await self._db.run(_result, frame_id)
 
 
 class LedgerReader:

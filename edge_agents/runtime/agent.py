@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import random
 import ssl
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +27,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agents.runtime.homeassistant import (
+    Entity,
+    discovery_payload,
+    discovery_topic,
+    status_sensor,
+)
 from edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
+from edge_agents.runtime.metrics import AgentMetrics
 from edge_agents.runtime.settings import AgentSettings
 from schemas import (
     AgentStatus,
@@ -110,6 +118,26 @@ class AgentRuntime:
         self._ready_sent = False
         self._commands: dict[str, CommandHandler] = {"status": self._status_command}
         self.subscribe(self.topics.requests(self.agent_id), self._on_request)
+        self.version = __version__
+        self.metrics = AgentMetrics(self)
+        self.entities: list[Entity] = [
+            status_sensor("state", "State", "{{ value_json.state }}", entity_category="diagnostic"),
+            status_sensor(
+                "uptime",
+                "Uptime",
+                "{{ value_json.uptime_s | round(0) }}",
+                unit="s",
+                device_class="duration",
+                entity_category="diagnostic",
+            ),
+        ]
+        self.throughput_counter: str | None = None
+        self._samples: deque[tuple[float, int]] = deque()
+        self._jobs: list[tuple[str, Callable[[], Awaitable[str]], dict[str, Any]]] = []
+        self._scheduler: AsyncIOScheduler | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        if settings.ha_discovery:
+            self.subscribe(f"{settings.ha_prefix}/status", self._on_ha_birth)
 
     # --- what agents call ----------------------------------------------------------------
     def subscribe(self, topic: str, handler: Handler, *, match: str | None = None) -> None:
@@ -159,8 +187,60 @@ class AgentRuntime:
         await self.publish(reply_to, encode_json(response), properties=props_out)
 
     def gauge(self, name: str, read: Callable[[], int]) -> None:
-        """Report `read()` as a queue depth in every status message."""
+        """Report `read()` as a queue depth in every status message (and a HA sensor)."""
         self._gauges[name] = read
+        self.entities.append(
+            status_sensor(
+                f"queue_{name}",
+                f"Queue {name.replace('_', ' ')}",
+                f"{{{{ value_json.queues.{name} }}}}",
+                unit="items",
+            )
+        )
+
+    def gauges(self) -> dict[str, Callable[[], int]]:
+        return dict(self._gauges)
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_mono
+
+    def count_throughput(self, counter: str) -> None:
+        """Report the rate of `counter` as frames per minute (status and Home Assistant)."""
+        self.throughput_counter = counter
+        self.entities.append(
+            status_sensor(
+                "frames_per_minute",
+                "Frames per minute",
+                "{{ value_json.details.frames_per_minute }}",
+                unit="frames/min",
+            )
+        )
+
+    def _frames_per_minute(self) -> float:
+        assert self.throughput_counter is not None
+        now, value = time.monotonic(), self.counters[self.throughput_counter]
+        self._samples.append((now, value))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= 60:
+            self._samples.popleft()
+        then, before = self._samples[0]
+        return round((value - before) * 60 / (now - then), 1) if now - then >= 1 else 0.0
+
+    def schedule(self, job_id: str, job: Callable[[], Awaitable[str]], **trigger: Any) -> None:
+        """Run `job` on an APScheduler trigger (`trigger="cron", hour=3` ...); its last
+        outcome and next run are reported in status as job.<id>.last / job.<id>.next."""
+        self._jobs.append((job_id, job, trigger))
+
+    async def _run_job(self, job_id: str, job: Callable[[], Awaitable[str]]) -> None:
+        try:
+            outcome = await job()
+            self.details[f"job.{job_id}.last"] = f"{utc_now().isoformat()} ok: {outcome}"
+            self.counters[f"jobs.{job_id}.ok"] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            logger.exception("scheduled job %s failed", job_id)
+            self.details[f"job.{job_id}.last"] = f"{utc_now().isoformat()} failed: {err}"
+            self.counters[f"jobs.{job_id}.failed"] += 1
 
     async def publish(
         self,
@@ -255,6 +335,7 @@ class AgentRuntime:
             stop = asyncio.Event()
             signals = SignalStop(stop)
         scheduler = AsyncIOScheduler()
+        self._scheduler = scheduler
         scheduler.add_job(
             self.publish_status,
             "interval",
@@ -271,6 +352,16 @@ class AgentRuntime:
                 seconds=self._notifier.watchdog_interval,
                 id="watchdog",
             )
+        for job_id, job, trigger in self._jobs:
+            scheduler.add_job(
+                self._run_job,
+                args=[job_id, job],
+                id=job_id,
+                max_instances=1,
+                coalesce=True,
+                **trigger,
+            )
+        self.metrics.serve(self.settings.metrics_bind, self.settings.metrics_endpoint)
         with signals:
             scheduler.start()
             try:
@@ -288,6 +379,7 @@ class AgentRuntime:
                     conn.cancel()
             finally:
                 scheduler.shutdown(wait=False)
+                self.metrics.close()
         logger.info("%s stopped", self.agent_id)
 
     async def _drain(self, drain: Callable[[], Awaitable[None]] | None) -> None:
@@ -314,14 +406,20 @@ class AgentRuntime:
 
     # --- status ----------------------------------------------------------------------------
     def status(self) -> AgentStatus:
+        if self.throughput_counter is not None:
+            self.details["frames_per_minute"] = self._frames_per_minute()
+        if self._scheduler is not None:
+            for job in self._scheduler.get_jobs():
+                if job.id != "watchdog" and job.next_run_time is not None:
+                    self.details[f"job.{job.id}.next"] = job.next_run_time.isoformat()
         return AgentStatus(
             agent_id=self.agent_id,
             kind=self.kind,
-            version=__version__,
+            version=self.version,
             state=self.state,
             started_at=self._started_at,
             reported_at=utc_now(),
-            uptime_s=round(time.monotonic() - self._started_mono, 3),
+            uptime_s=round(self.uptime(), 3),
             counters=dict(self.counters),
             queues={name: read() for name, read in self._gauges.items()},
             details=dict(self.details),
@@ -336,6 +434,33 @@ class AgentRuntime:
             )
         except aiomqtt.MqttError as err:
             logger.debug("status not published: %s", err)
+
+    # --- Home Assistant ---------------------------------------------------------------------
+    async def announce(self) -> None:
+        """Publish this agent's Home Assistant device discovery (retained)."""
+        if not self.settings.ha_discovery:
+            return
+        payload = discovery_payload(
+            self.agent_id, self.kind, self.version, self.topics, self.entities
+        )
+        topic = discovery_topic(self.settings.ha_prefix, self.agent_id)
+        try:
+            await self.publish(topic, json.dumps(payload), retain=True)
+            self.counters["ha_discovery"] += 1
+        except aiomqtt.MqttError as err:
+            logger.warning("Home Assistant discovery not published: %s", err)
+
+    async def _on_ha_birth(self, message: aiomqtt.Message) -> None:
+        if message.payload != b"online" or message.retain:
+            return
+        # not awaited here (the pump must not sleep): a task re-announces after the delay
+        task = asyncio.create_task(self._announce_later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce_later(self) -> None:
+        await asyncio.sleep(random.uniform(0, self.settings.ha_birth_delay))
+        await self.announce()
 
     # --- connection ------------------------------------------------------------------------
     def _make_client(self) -> aiomqtt.Client:
@@ -401,6 +526,7 @@ class AgentRuntime:
         )
         self.connected.set()
         await self.publish_status()
+        await self.announce()
         if not self._ready_sent:
             self._ready_sent = True
             self._notifier.notify("READY=1")

@@ -93,6 +93,7 @@ class AgentSettings(BaseSettings):
     )
     toml_section: ClassVar[str | None] = None
     agent_kind: ClassVar[str] = "agent"
+    default_metrics_port: ClassVar[int] = 0
 
     broker_url: str = Field(
         default="mqtt://localhost:1883",
@@ -133,6 +134,28 @@ class AgentSettings(BaseSettings):
     reconnect_max: float = Field(
         default=30.0, gt=0, description="Longest pause between reconnection attempts, seconds."
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint; unset: the agent's own default "
+        "(capture 9741, ledger 9742, inference 9743); 0: no endpoint.",
+    )
+    metrics_bind: str = Field(
+        default="127.0.0.1", description="Address the metrics endpoint listens on."
+    )
+    ha_discovery: bool = Field(
+        default=True, description="Announce the agent to Home Assistant (MQTT discovery)."
+    )
+    ha_prefix: str = Field(
+        default="homeassistant", description="Home Assistant's MQTT discovery prefix."
+    )
+    ha_birth_delay: float = Field(
+        default=5.0,
+        ge=0,
+        description="After Home Assistant comes online, re-announce within this many seconds "
+        "(a random delay, so many agents do not announce at once).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
     )
@@ -157,7 +180,7 @@ class AgentSettings(BaseSettings):
         BrokerAddress(value)
         return value
 
-    @field_validator("topic_prefix")
+    @field_validator("topic_prefix", "ha_prefix")
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
         return check_prefix(value)
@@ -171,6 +194,11 @@ class AgentSettings(BaseSettings):
             self.__dict__["agent_id"] = agent_id
         check_identifier(agent_id, "agent_id")
         return self
+
+    @property
+    def metrics_endpoint(self) -> int:
+        """The metrics port in force (0: none)."""
+        return self.default_metrics_port if self.metrics_port is None else self.metrics_port
 
     @property
     def broker(self) -> BrokerAddress:
