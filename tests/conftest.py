@@ -81,6 +81,19 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 USERS = {"capture": f"capture-{STATION}", "inference": "inference", "ledger": "ledger"}
 
 
+def cli_env(broker: Broker, user: str, **extra: str) -> dict[str, str]:
+    """Environment for a `framewire` command logging in to `broker` as `user`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
+    env.update(
+        FRAMEWIRE_BROKER_URL=broker.url,
+        FRAMEWIRE_MQTT_USERNAME=user,
+        FRAMEWIRE_MQTT_PASSWORD_FILE=str(broker.password_file(user)),
+        FRAMEWIRE_TOPIC_PREFIX=broker.prefix,
+        **extra,
+    )
+    return env
+
+
 @dataclass
 class AgentProcess:
     kind: str

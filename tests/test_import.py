@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import USERS, Pipeline, jpeg_bytes, wait_until
+from tests.conftest import USERS, Pipeline, cli_env, jpeg_bytes, wait_until
 from tests.test_pipeline import ledger_rows, observer, wait_online
 
 pytestmark = pytest.mark.integration
@@ -25,17 +25,13 @@ RSS_PROBE = (
 
 
 def import_env(p: Pipeline) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
-    env.update(
-        FRAMEWIRE_BROKER_URL=p.broker.url,
-        FRAMEWIRE_MQTT_USERNAME="capture-import",
-        FRAMEWIRE_MQTT_PASSWORD_FILE=str(p.broker.password_file("capture-import")),
-        FRAMEWIRE_TOPIC_PREFIX=p.broker.prefix,
+    return cli_env(
+        p.broker,
+        "capture-import",
         FRAMEWIRE_DATA_DIR=str(p.root / "import-data"),
         FRAMEWIRE_ACK_TIMEOUT="5",
         FRAMEWIRE_MAX_IN_FLIGHT="16",
     )
-    return env
 
 
 def fill(folder: Path, n: int, start: int = 0) -> None:

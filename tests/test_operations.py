@@ -20,7 +20,7 @@ import pytest
 from broker_config import free_port
 from framewire.samples import sample_catalog_path, write_cards
 from schemas import TopicTree
-from tests.conftest import STATION, USERS, Pipeline, jpeg_bytes, wait_until
+from tests.conftest import STATION, USERS, Pipeline, cli_env, jpeg_bytes, wait_until
 from tests.recorder import Recorder
 from tests.test_pipeline import capture_rows, ledger_rows, observer, wait_online
 from tests.test_recognition import request
@@ -291,14 +291,7 @@ def test_pause_resume_replay_backup_and_prune_over_mqtt(pipeline: Pipeline) -> N
 
 def test_tail_prints_results_as_they_arrive(pipeline: Pipeline) -> None:
     p = pipeline
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
-    env.update(
-        FRAMEWIRE_BROKER_URL=p.broker.url,
-        FRAMEWIRE_MQTT_USERNAME="observer",
-        FRAMEWIRE_MQTT_PASSWORD_FILE=str(p.broker.password_file("observer")),
-        FRAMEWIRE_TOPIC_PREFIX=p.broker.prefix,
-        COLUMNS="200",
-    )
+    env = cli_env(p.broker, "observer", COLUMNS="200")
     with observer(p) as rec:
         p.start()
         wait_online(rec, p, *USERS.values())

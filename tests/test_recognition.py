@@ -4,7 +4,6 @@ catalog reloaded at run time without losing a frame."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger, write_cards
 from inference_agent.models import default_manifest_path
-from tests.conftest import USERS, Pipeline, wait_until
+from tests.conftest import USERS, Pipeline, cli_env, wait_until
 from tests.test_pipeline import ledger_rows, observer, wait_online
 
 pytestmark = pytest.mark.integration
@@ -27,13 +26,7 @@ def with_catalog(p: Pipeline, catalog: Path | None = None) -> None:
 
 
 def request(p: Pipeline, agent: str, command: str, *args: str) -> tuple[int, dict[str, object]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
-    env.update(
-        FRAMEWIRE_BROKER_URL=p.broker.url,
-        FRAMEWIRE_MQTT_USERNAME="operator",
-        FRAMEWIRE_MQTT_PASSWORD_FILE=str(p.broker.password_file("operator")),
-        FRAMEWIRE_TOPIC_PREFIX=p.broker.prefix,
-    )
+    env = cli_env(p.broker, "operator")
     out = subprocess.run(
         [sys.executable, "-m", "framewire", "request", agent, command, *args],
         env=env,
