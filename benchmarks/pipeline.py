@@ -5,9 +5,9 @@
 Baselines, measured first on the same machine:
   model   the inference pipeline called directly, frame after frame (no broker, no agents);
   broker  one frame-sized QoS 1 message to Mosquitto and back to the same client.
-Then the whole pipeline (embedded Mosquitto, capture, inference and ledger agents) takes the
-same frames from a capture folder into the ledger. It prints per-frame cost and its ratio to
-the model time (1.00 would mean the pipeline costs nothing beyond the model), and the
+Then the whole pipeline (embedded Mosquitto; capture, inference and ledger agents as separate
+processes, as systemd runs them) takes the same frames from a capture folder into the ledger.
+It prints per-frame cost and its ratio to the model time (1.00 would mean the pipeline costs nothing beyond the model), and the
 capture-to-ledger latency. Figures vary with the machine; read the ratios, not the ms.
 """
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +31,6 @@ import aiomqtt
 from broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
 from edge_agents.ledger.store import LedgerReader
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path
-from framewire.stack import open_stack, run_agents
 from inference_agent.build import build_pipeline
 from inference_agent.settings import InferenceSettings
 from schemas import FrameMeta, new_frame_id, utc_now
@@ -97,40 +98,66 @@ async def broker_baseline(size: int, rounds: int = 50) -> float:
     return statistics.fmean(times[5:])
 
 
-async def end_to_end(frames: list[bytes], ocr: bool) -> tuple[float, list[float]]:
+def end_to_end(frames: list[bytes], ocr: bool) -> tuple[float, list[float]]:
+    """The agents as separate processes (`framewire run X`), as systemd runs them."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         captures = root / "captures"
         captures.mkdir()
-        overrides: dict[str, object] = {"metrics_port": 0, "ha_discovery": False}
-        async with open_stack(root / "data", captures, overrides=overrides) as stack:
-            if not ocr:
-                stack.inference = stack.inference.model_copy(update={"catalog": None})
-            stop = asyncio.Event()
-            agents = asyncio.create_task(run_agents(stack, stop))
-            await asyncio.sleep(2)
-            start = time.perf_counter()
-            for i, data in enumerate(frames):
-                (captures / f".{i}.tmp").write_bytes(data)
-                (captures / f".{i}.tmp").rename(captures / f"f{i:04d}.jpg")
-            path = stack.ledger.ledger_path
-            while True:
-                await asyncio.sleep(0.05)
-                if path.exists():
-                    with LedgerReader(path) as reader:
-                        if reader.count() >= len(frames):
-                            break
-            elapsed = time.perf_counter() - start
-            with LedgerReader(path) as reader:
-                latencies = [
-                    (
-                        datetime.fromisoformat(r["ledgered_at"])
-                        - datetime.fromisoformat(r["captured_at"])
-                    ).total_seconds()
-                    for r in reader.rows()
-                ]
-            stop.set()
-            await agents
+        plan = BrokerPlan(root / "broker", port=free_port(), accounts=default_accounts())
+        with EmbeddedBroker(plan) as broker:
+            users = {"capture": "capture-station-1", "inference": "inference", "ledger": "ledger"}
+            procs = []
+            for kind, user in users.items():
+                env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
+                env.update(
+                    FRAMEWIRE_BROKER_URL=broker.url,
+                    FRAMEWIRE_MQTT_USERNAME=user,
+                    FRAMEWIRE_MQTT_PASSWORD_FILE=str(broker.secrets[user]),
+                    FRAMEWIRE_AGENT_ID=user,
+                    FRAMEWIRE_DATA_DIR=str(root / kind),
+                    FRAMEWIRE_WATCH_DIR=str(captures),
+                    FRAMEWIRE_METRICS_PORT="0",
+                    FRAMEWIRE_HA_DISCOVERY="false",
+                    FRAMEWIRE_LOG_LEVEL="WARNING",
+                )
+                if ocr:
+                    env["FRAMEWIRE_CATALOG"] = str(sample_catalog_path())
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "framewire", "run", kind],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            try:
+                path = root / "ledger" / "ledger.sqlite3"
+                time.sleep(4)  # connected, models loaded and warmed up
+                start = time.perf_counter()
+                for i, data in enumerate(frames):
+                    (captures / f".{i}.tmp").write_bytes(data)
+                    (captures / f".{i}.tmp").rename(captures / f"f{i:04d}.jpg")
+                while True:
+                    time.sleep(0.05)
+                    if path.exists():
+                        with LedgerReader(path) as reader:
+                            if reader.count() >= len(frames):
+                                break
+                elapsed = time.perf_counter() - start
+                with LedgerReader(path) as reader:
+                    latencies = [
+                        (
+                            datetime.fromisoformat(r["ledgered_at"])
+                            - datetime.fromisoformat(r["captured_at"])
+                        ).total_seconds()
+                        for r in reader.rows()
+                    ]
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(30)
     return elapsed / len(frames), latencies
 
 
@@ -148,7 +175,7 @@ def main() -> int:
     )
     model = model_baseline(frames, ocr)
     rtt = asyncio.run(broker_baseline(size))
-    per_frame, latencies = asyncio.run(end_to_end(frames, ocr))
+    per_frame, latencies = end_to_end(frames, ocr)
     lat = sorted(latencies)
     p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
     print(f"baseline model time per frame      {model * 1e3:8.1f} ms")

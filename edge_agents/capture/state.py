@@ -259,7 +259,11 @@ class CaptureState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = SqliteThread(path, synchronous="FULL")
+        # NORMAL, not FULL: WAL stays consistent through any crash, and a power cut can lose
+        # only the last commits, which at worst re-sees a file or resends a frame; the
+        # ledger's idempotency absorbs both. (The ledger itself commits with FULL: it
+        # acknowledges only what is on disk.)
+        self._db = SqliteThread(path, synchronous="NORMAL")
 
     async def __aenter__(self) -> CaptureState:
         await self._db.__aenter__()
