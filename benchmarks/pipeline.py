@@ -8,7 +8,8 @@ Baselines, measured first on the same machine:
 Then the whole pipeline (embedded Mosquitto; capture, inference and ledger agents as separate
 processes, as systemd runs them) takes the same frames from a capture folder into the ledger.
 It prints per-frame cost and its ratio to the model time (1.00 would mean the pipeline
-costs nothing beyond the model), and the capture-to-ledger latency. Figures vary with the machine; read the ratios, not the ms.
+costs nothing beyond the model), and the capture-to-ledger latency. Figures vary with the
+machine; read the ratios, not the ms.
 """
 
 from __future__ import annotations
