@@ -16,7 +16,7 @@ from pathlib import Path
 import aiomqtt
 
 from edge_agents.runtime import AgentRuntime, CommandError
-from edge_agents.runtime.agent import CommandResult, Scalar
+from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import Entity, status_sensor
 from inference_agent.build import build_pipeline
 from inference_agent.cards.recognizer import RecognizeCard

@@ -23,7 +23,7 @@ from edge_agents.capture.settings import CaptureSettings
 from edge_agents.capture.state import CaptureState, FileVersion, FrameRow
 from edge_agents.capture.watcher import FolderWatcher
 from edge_agents.runtime import AgentRuntime
-from edge_agents.runtime.agent import CommandResult, Scalar
+from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import status_sensor
 from schemas import (
     ErrorKind,

@@ -10,7 +10,7 @@ import aiomqtt
 from edge_agents.ledger.settings import LedgerSettings
 from edge_agents.ledger.store import LedgerStore
 from edge_agents.runtime import AgentRuntime, CommandError
-from edge_agents.runtime.agent import CommandResult, Scalar
+from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import status_sensor
 from schemas import (
     ErrorKind,

@@ -3,10 +3,10 @@
 from edge_agents.runtime.agent import (
     AgentRuntime,
     Backoff,
-    CommandError,
     ConfigurationError,
     NotConnectedError,
 )
+from edge_agents.runtime.commands import CommandError
 from edge_agents.runtime.lifecycle import run_main
 from edge_agents.runtime.logs import setup_logging
 from edge_agents.runtime.settings import AgentSettings, BrokerAddress

@@ -27,6 +27,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agents.runtime.commands import (
+    CommandHandler,
+    CommandResult,
+    CommandTable,
+    Scalar,
+)
 from edge_agents.runtime.homeassistant import (
     Entity,
     discovery_payload,
@@ -39,13 +45,11 @@ from edge_agents.runtime.settings import AgentSettings
 from schemas import (
     AgentStatus,
     Availability,
-    CommandRequest,
     CommandResponse,
     DeadLetter,
     ErrorKind,
     MessageError,
     TopicTree,
-    decode_json,
     encode_json,
     utc_now,
 )
@@ -53,19 +57,12 @@ from schemas import (
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
-Scalar = str | int | float | bool | None
-CommandResult = tuple[str, dict[str, Scalar]]
-CommandHandler = Callable[[dict[str, Scalar]], Awaitable[CommandResult]]
 AgentKind = Literal["capture", "inference", "ledger"]
 __version__ = "0.1.0"
 
 
 class NotConnectedError(aiomqtt.MqttError):
     """Raised by `publish` while the agent has no broker connection."""
-
-
-class CommandError(Exception):
-    """A command that cannot be carried out; the message goes back to the caller."""
 
 
 class ConfigurationError(RuntimeError):
@@ -116,7 +113,8 @@ class AgentRuntime:
         self._started_mono = time.monotonic()
         self._notifier = SystemdNotifier()
         self._ready_sent = False
-        self._commands: dict[str, CommandHandler] = {"status": self._status_command}
+        self._commands = CommandTable(self.agent_id)
+        self._commands.add("status", self._status_command)
         self.subscribe(self.topics.requests(self.agent_id), self._on_request)
         self.version = __version__
         self.metrics = AgentMetrics(self)
@@ -146,7 +144,7 @@ class AgentRuntime:
 
     def command(self, name: str, handler: CommandHandler) -> None:
         """Answer requests `name` on this agent's request topic with `handler(args)`."""
-        self._commands[name] = handler
+        self._commands.add(name, handler)
 
     async def _status_command(self, args: dict[str, Scalar]) -> CommandResult:
         status = self.status()
@@ -156,35 +154,11 @@ class AgentRuntime:
         return f"{self.agent_id} is {status.state}", data
 
     async def _on_request(self, message: aiomqtt.Message) -> None:
-        props = message.properties
-        reply_to = getattr(props, "ResponseTopic", None)
-        correlation = getattr(props, "CorrelationData", None)
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        request = decode_json(CommandRequest, payload)
-        handler = self._commands.get(request.command)
         self.counters["requests"] += 1
-        data: dict[str, Scalar] = {}
-        if handler is None:
-            ok, text = False, f"unknown command {request.command!r}"
-            data = {"commands": ",".join(sorted(self._commands))}
-        else:
-            try:
-                text, data = await handler(dict(request.args))
-                ok = True
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # the caller gets the reason; the agent goes on
-                ok, text = False, str(err) or type(err).__name__
-        logger.log(logging.INFO if ok else logging.WARNING, "request %s: %s", request.command, text)
-        if not reply_to:
-            return
-        props_out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if correlation is not None:
-            props_out.CorrelationData = correlation
-        response = CommandResponse(
-            agent_id=self.agent_id, command=request.command, ok=ok, message=text, data=data
-        )
-        await self.publish(reply_to, encode_json(response), properties=props_out)
+        await self._commands.answer(message, self._reply)
+
+    async def _reply(self, topic: str, response: CommandResponse, props: Properties) -> None:
+        await self.publish(topic, encode_json(response), properties=props)
 
     def gauge(self, name: str, read: Callable[[], int]) -> None:
         """Report `read()` as a queue depth in every status message (and a HA sensor)."""
