@@ -20,8 +20,9 @@ from pathlib import Path
 
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger
 from inference_agent.build import build_pipeline
+from inference_agent.pipeline import local_frame
 from inference_agent.settings import InferenceSettings
-from schemas import FrameMeta, new_frame_id, utc_now
+from schemas import utc_now
 
 
 def main() -> int:
@@ -48,18 +49,8 @@ def main() -> int:
     errors: list[str] = []
     for i, (spec, known) in enumerate(jobs, start=1):
         data = card_jpeg(spec, rng, strength=args.strength)
-        import hashlib
 
-        meta = FrameMeta(
-            frame_id=new_frame_id(),
-            station="bench",
-            seq=i,
-            captured_at=utc_now(),
-            sha256=hashlib.sha256(data).hexdigest(),
-            content_type="image/jpeg",
-            size=len(data),
-            source_name=f"{i}.jpg",
-        )
+        meta = local_frame(data, seq=i, source_name=f"{i}.jpg", station="bench")
         start = time.perf_counter()
         result = pipeline.process(meta, data, utc_now()).result
         times.append(time.perf_counter() - start)

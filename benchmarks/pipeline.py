@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import random
 import statistics
@@ -33,8 +32,9 @@ from broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_por
 from edge_agents.ledger.store import LedgerReader
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path
 from inference_agent.build import build_pipeline
+from inference_agent.pipeline import local_frame
 from inference_agent.settings import InferenceSettings
-from schemas import FrameMeta, new_frame_id, utc_now
+from schemas import utc_now
 
 
 def make_frames(n: int) -> list[bytes]:
@@ -48,16 +48,7 @@ def model_baseline(frames: list[bytes], ocr: bool) -> float:
     pipeline = build_pipeline(settings, agent_id="bench")
     times = []
     for i, data in enumerate(frames):
-        meta = FrameMeta(
-            frame_id=new_frame_id(),
-            station="bench",
-            seq=i,
-            captured_at=utc_now(),
-            sha256=hashlib.sha256(data).hexdigest(),
-            content_type="image/jpeg",
-            size=len(data),
-            source_name=f"{i}.jpg",
-        )
+        meta = local_frame(data, seq=i, source_name=f"{i}.jpg", station="bench")
         start = time.perf_counter()
         pipeline.process(meta, data, utc_now())
         times.append(time.perf_counter() - start)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agents.capture.inspect import FrameRejectedError, ImageLimits, inspect_image, read_bounded
-from inference_agent.pipeline import Pipeline
-from schemas import FrameMeta, new_frame_id, utc_now
+from inference_agent.pipeline import Pipeline, local_frame
+from schemas import utc_now
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,12 @@ def _record(file: Path, pipeline: Pipeline, limits: ImageLimits, seq: int) -> di
         return {"file": str(file), "error": err.reason, "error_kind": err.kind.value}
     except OSError as err:
         return {"file": str(file), "error": err.strerror or str(err), "error_kind": "unreadable"}
-    meta = FrameMeta(
-        frame_id=new_frame_id(),
-        station="local",
+    meta = local_frame(
+        data,
         seq=seq,
-        captured_at=dt.datetime.fromtimestamp(file.stat().st_mtime, dt.UTC),
-        sha256=found.sha256,
-        content_type=found.content_type,
-        size=found.size,
         source_name=file.name,
+        content_type=found.content_type,
+        captured_at=dt.datetime.fromtimestamp(file.stat().st_mtime, dt.UTC),
     )
     outcome = pipeline.process(meta, data, utc_now())
     result = outcome.result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -12,7 +13,7 @@ from datetime import datetime
 
 from inference_agent.models import ModelRegistry
 from inference_agent.stages import FrameWork, Stage, StageError, VerifyChecksum
-from schemas import ErrorKind, FrameMeta, InferenceResult, StageTiming, utc_now
+from schemas import ErrorKind, FrameMeta, InferenceResult, StageTiming, new_frame_id, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,30 @@ class Outcome:
 
     result: InferenceResult | None
     error: StageError | None = None
+
+
+def local_frame(
+    data: bytes,
+    *,
+    seq: int,
+    source_name: str,
+    station: str = "local",
+    content_type: str = "image/jpeg",
+    captured_at: datetime | None = None,
+) -> FrameMeta:
+    """Metadata for bytes run through the pipeline in-process (identify, benchmarks)."""
+    return FrameMeta.model_validate(
+        {
+            "frame_id": new_frame_id(),
+            "station": station,
+            "seq": seq,
+            "captured_at": captured_at or utc_now(),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "content_type": content_type,
+            "size": len(data),
+            "source_name": source_name,
+        }
+    )
 
 
 class ResultCache:
