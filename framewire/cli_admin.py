@@ -296,12 +296,15 @@ def broker(
     if profile not in ("development", "production"):
         err.print("[red]--profile must be development or production[/]")
         raise typer.Exit(EXIT_CONFIG)
-    folder = data_dir or load_settings(AgentSettings).data_dir / "broker"
+    base = load_settings(AgentSettings)  # the ACL must use the agents' topic prefixes
+    folder = data_dir or base.data_dir / "broker"
     try:
         plan = BrokerPlan(
             folder,
             port=port,
             bind=bind,
+            prefix=base.topic_prefix,
+            ha_prefix=base.ha_prefix,
             profile=profile,  # type: ignore[arg-type]
             accounts=default_accounts(station),
             tls_cert=tls_cert,
