@@ -31,6 +31,7 @@ class FrameWork:
     meta: FrameMeta
     payload: bytes
     image: Image.Image | None = None
+    small: Image.Image | None = None  # the thumbnail, for stages that need no detail
     facts: ImageFacts | None = None
     thumbnail: Thumbnail | None = None
     phash: str | None = None
@@ -105,20 +106,25 @@ class MakeThumbnail:
         thumb = frame.image.copy()
         thumb.thumbnail((self.size, self.size), Image.Resampling.BILINEAR)
         out = io.BytesIO()
-        thumb.convert("RGB").save(out, "JPEG", quality=self.quality, optimize=True)
+        thumb.convert("RGB").save(out, "JPEG", quality=self.quality)
+        frame.small = thumb
         frame.thumbnail = Thumbnail(
             width=thumb.width, height=thumb.height, data=base64.b64encode(out.getvalue())
         )
 
 
 class PerceptualHash:
-    """64-bit DCT perceptual hash: near-identical photos of one card hash close together."""
+    """64-bit DCT perceptual hash: near-identical photos of one card hash close together.
+
+    Computed from the thumbnail when there is one: the hash looks at a 32x32 picture anyway,
+    and scaling a full camera frame down with Lanczos cost more than the rest of the stage."""
 
     name = "phash"
 
     def run(self, frame: FrameWork) -> None:
-        assert frame.image is not None
-        frame.phash = str(imagehash.phash(frame.image))
+        source = frame.small or frame.image
+        assert source is not None
+        frame.phash = str(imagehash.phash(source))
 
 
 def image_stages(*, thumbnail_size: int = 256, max_pixels: int = 50_000_000) -> list[Stage]:
