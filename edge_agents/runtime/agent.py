@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import random
 import ssl
@@ -33,12 +32,7 @@ from edge_agents.runtime.commands import (
     CommandTable,
     Scalar,
 )
-from edge_agents.runtime.homeassistant import (
-    Entity,
-    discovery_payload,
-    discovery_topic,
-    status_sensor,
-)
+from edge_agents.runtime.homeassistant import Announcer, Entity, status_sensor
 from edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
 from edge_agents.runtime.metrics import AgentMetrics
 from edge_agents.runtime.settings import AgentSettings
@@ -133,9 +127,9 @@ class AgentRuntime:
         self._samples: deque[tuple[float, int]] = deque()
         self._jobs: list[tuple[str, Callable[[], Awaitable[str]], dict[str, Any]]] = []
         self._scheduler: AsyncIOScheduler | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self.home_assistant = Announcer(self)
         if settings.ha_discovery:
-            self.subscribe(f"{settings.ha_prefix}/status", self._on_ha_birth)
+            self.subscribe(f"{settings.ha_prefix}/status", self.home_assistant.on_birth)
 
     # --- what agents call ----------------------------------------------------------------
     def subscribe(self, topic: str, handler: Handler, *, match: str | None = None) -> None:
@@ -409,33 +403,6 @@ class AgentRuntime:
         except aiomqtt.MqttError as err:
             logger.debug("status not published: %s", err)
 
-    # --- Home Assistant ---------------------------------------------------------------------
-    async def announce(self) -> None:
-        """Publish this agent's Home Assistant device discovery (retained)."""
-        if not self.settings.ha_discovery:
-            return
-        payload = discovery_payload(
-            self.agent_id, self.kind, self.version, self.topics, self.entities
-        )
-        topic = discovery_topic(self.settings.ha_prefix, self.agent_id)
-        try:
-            await self.publish(topic, json.dumps(payload), retain=True)
-            self.counters["ha_discovery"] += 1
-        except aiomqtt.MqttError as err:
-            logger.warning("Home Assistant discovery not published: %s", err)
-
-    async def _on_ha_birth(self, message: aiomqtt.Message) -> None:
-        if message.payload != b"online" or message.retain:
-            return
-        # not awaited here (the pump must not sleep): a task re-announces after the delay
-        task = asyncio.create_task(self._announce_later())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _announce_later(self) -> None:
-        await asyncio.sleep(random.uniform(0, self.settings.ha_birth_delay))
-        await self.announce()
-
     # --- connection ------------------------------------------------------------------------
     def _make_client(self) -> aiomqtt.Client:
         s = self.settings
@@ -500,7 +467,7 @@ class AgentRuntime:
         )
         self.connected.set()
         await self.publish_status()
-        await self.announce()
+        await self.home_assistant.announce()
         if not self._ready_sent:
             self._ready_sent = True
             self._notifier.notify("READY=1")

@@ -9,10 +9,21 @@ Home Assistant announces itself on `<ha_prefix>/status` (its birth message).
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
 
 from schemas import TopicTree
+
+if TYPE_CHECKING:
+    from edge_agents.runtime.agent import AgentRuntime
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,3 +97,36 @@ def discovery_payload(
         "qos": 1,
         "components": components,
     }
+
+
+class Announcer:
+    """Publishes an agent's discovery on connect and when Home Assistant comes online."""
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.runtime = runtime
+        self._later: set[asyncio.Task[None]] = set()
+
+    async def announce(self) -> None:
+        rt = self.runtime
+        if not rt.settings.ha_discovery:
+            return
+        payload = discovery_payload(rt.agent_id, rt.kind, rt.version, rt.topics, rt.entities)
+        topic = discovery_topic(rt.settings.ha_prefix, rt.agent_id)
+        try:
+            await rt.publish(topic, json.dumps(payload), retain=True)
+            rt.counters["ha_discovery"] += 1
+        except aiomqtt.MqttError as err:
+            logger.warning("Home Assistant discovery not published: %s", err)
+
+    async def on_birth(self, message: aiomqtt.Message) -> None:
+        """Home Assistant's birth message: announce again after a short random delay."""
+        if message.payload != b"online" or message.retain:
+            return
+        # not awaited here (the message pump must not sleep): a task announces later
+        task = asyncio.create_task(self._announce_later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def _announce_later(self) -> None:
+        await asyncio.sleep(random.uniform(0, self.runtime.settings.ha_birth_delay))
+        await self.announce()
