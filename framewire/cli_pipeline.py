@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -136,6 +137,7 @@ def identify(
     pipeline in-process. Exits 1 if any image could not be read."""
     _use_config(config)
     from edge_agents.capture.inspect import ImageLimits
+    from framewire.identify import Identified
     from framewire.identify import identify as run_identify
     from inference_agent.build import build_pipeline
     from inference_agent.cards.catalog import CatalogError
@@ -155,7 +157,14 @@ def identify(
     limits = ImageLimits(max_pixels=settings.max_pixels)
     failed = 0
     table = Table("file", "status", "card", "number", "set", "price", "confidence")
-    for item in run_identify(images, pipeline, limits):
+    results: Iterable[Identified] = run_identify(images, pipeline, limits)
+    if not as_json:  # the table comes at the end; show how far it has got meanwhile
+        from rich.progress import track
+
+        results = track(
+            results, total=len(images), description="identifying", console=err, transient=True
+        )
+    for item in results:
         r = item.record
         failed += not item.ok
         if as_json:

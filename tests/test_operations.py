@@ -149,6 +149,16 @@ def test_each_agent_serves_prometheus_metrics_that_promtool_accepts(pipeline: Pi
 
 
 # --- Home Assistant --------------------------------------------------------------------------
+def ha_recorder(p: Pipeline) -> Recorder:
+    """What Home Assistant would see under its discovery prefix."""
+    return Recorder(
+        p.broker.port,
+        "homeassistant/#",
+        username="observer",
+        password=p.broker.password("observer"),
+    )
+
+
 def discovery(rec: Recorder, agent: str) -> list[dict[str, object]]:
     return [json.loads(m.payload) for m in rec.on(f"homeassistant/device/framewire_{agent}/config")]
 
@@ -163,12 +173,7 @@ def test_home_assistant_discovery_describes_every_agent_and_answers_its_birth(
     p.agents["inference"].env["FRAMEWIRE_CATALOG"] = str(sample_catalog_path())
     with (
         observer(p) as rec,
-        Recorder(
-            p.broker.port,
-            "homeassistant/#",
-            username="observer",
-            password=p.broker.password("observer"),
-        ) as ha_view,
+        ha_recorder(p) as ha_view,
     ):
         p.start()
         wait_online(rec, p, *USERS.values())
@@ -229,12 +234,7 @@ def test_home_assistant_discovery_can_be_switched_off(pipeline: Pipeline) -> Non
     p.agents["ledger"].env["FRAMEWIRE_HA_DISCOVERY"] = "false"
     with (
         observer(p) as rec,
-        Recorder(
-            p.broker.port,
-            "homeassistant/#",
-            username="observer",
-            password=p.broker.password("observer"),
-        ) as ha_view,
+        ha_recorder(p) as ha_view,
     ):
         p.start("ledger")
         wait_online(rec, p, USERS["ledger"])

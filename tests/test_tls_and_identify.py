@@ -119,8 +119,7 @@ def test_an_agent_connects_over_tls_and_checks_the_certificate(tmp_path: Path) -
                 [sys.executable, "-m", "framewire", "run", "ledger"],
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 wait_until(

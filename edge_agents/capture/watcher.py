@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -138,14 +139,20 @@ class FolderWatcher:
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
-            await asyncio.sleep(self.settle / 4)
+            await asyncio.sleep(min(self.settle / 4, 0.25))
             now = loop.time()
+            wall = time.time()
             paths = list(self._pending)
             versions = await asyncio.to_thread(self._versions, paths)
             for path, version in zip(paths, versions, strict=True):
                 before, since = self._pending[path]
                 if version is None:
                     del self._pending[path]
+                elif before is None and wall - version.mtime_ns / 1e9 >= self.settle:
+                    # untouched for longer than `settle` already (a scan found it): ready now,
+                    # so an archive folder is not re-stat'ed over and over by every rescan
+                    del self._pending[path]
+                    self._ready.put_nowait((path, version))
                 elif version != before:
                     self._pending[path] = (version, now)
                 elif now - since >= self.settle:
