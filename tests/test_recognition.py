@@ -67,7 +67,7 @@ def test_cards_are_identified_and_recaptures_marked(pipeline: Pipeline) -> None:
     others = [n for n in rows if n not in ("card-0003.jpg", "card-0006.jpg")]
     assert all(rows[n]["duplicate_of"] is None for n in others)
     card = json.loads(rows["card-0001.jpg"]["result"])
-    assert card["models"]["ocr-rec"].startswith("PP-OCRv4")
+    assert card["models"]["ocr-rec"].startswith("PP-OCRv6")
     assert [s["name"] for s in card["stages"]][-1] == "recognize_card"
 
 

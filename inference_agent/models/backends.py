@@ -4,10 +4,15 @@
   present, else CPU) and thread counts from configuration.
 - mlx: the same ONNX graph run by MLX (Apple silicon GPU, or CPU with `mlx[cpu]`); imported
   only when used, so a box without MLX still starts.
+
+`auto` takes MLX on Apple silicon, model by model: a graph with an operator the MLX
+interpreter lacks runs on onnxruntime instead, and the reason is logged and kept with the
+loaded model. Asking for `mlx` explicitly never falls back.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -15,6 +20,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from inference_agent.models.manifest import ModelError, ModelManifest
+
+logger = logging.getLogger(__name__)
 
 BackendName = Literal["auto", "onnx", "mlx"]
 
@@ -32,6 +39,14 @@ class BackendOptions:
     intra_op_threads: int = 0  # 0: onnxruntime decides
     inter_op_threads: int = 0
     providers: tuple[str, ...] = ()  # empty: choose automatically
+    # whether `auto` tries MLX first; None: only on Apple silicon (tests set it on Linux)
+    auto_prefers_mlx: bool | None = None
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    session: Session
+    fallback: str = ""  # why `auto` did not run this model on MLX; empty when it did
 
 
 def mlx_available() -> bool:
@@ -42,10 +57,18 @@ def mlx_available() -> bool:
     return True
 
 
-def choose_backend(requested: BackendName) -> Literal["onnx", "mlx"]:
+def apple_silicon() -> bool:
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
+def choose_backend(
+    requested: BackendName, *, prefer_mlx: bool | None = None
+) -> Literal["onnx", "mlx"]:
+    """The backend for `requested`, before looking at any model; `auto` may still fall
+    back per model (see `open_session`). `prefer_mlx` None: MLX on Apple silicon."""
     if requested == "auto":
-        apple = platform.system() == "Darwin" and platform.machine() == "arm64"
-        return "mlx" if apple and mlx_available() else "onnx"
+        wanted = apple_silicon() if prefer_mlx is None else prefer_mlx
+        return "mlx" if wanted and mlx_available() else "onnx"
     if requested == "mlx" and not mlx_available():
         raise ModelError('backend "mlx" was asked for but MLX is not installed (pip install mlx)')
     return requested
@@ -91,10 +114,15 @@ class OnnxSession:
         return list(self.session.run(self._outputs, {self._input: x}))
 
 
-def open_session(manifest: ModelManifest, model: bytes, options: BackendOptions) -> Session:
-    backend = choose_backend(options.backend)
+def open_session(manifest: ModelManifest, model: bytes, options: BackendOptions) -> OpenedSession:
+    backend = choose_backend(options.backend, prefer_mlx=options.auto_prefers_mlx)
     if backend == "mlx":
-        from inference_agent.models.mlx_graph import MlxSession
+        from inference_agent.models.mlx_graph import MlxSession, unsupported
 
-        return MlxSession(manifest, model)
-    return OnnxSession(manifest, model, options)
+        missing = unsupported(model) if options.backend == "auto" else []
+        if not missing:
+            return OpenedSession(MlxSession(manifest, model))  # explicit mlx: its ModelError
+        fallback = f"MLX backend lacks operator(s) {missing}"
+        logger.warning("model %s: %s; backend auto runs it on onnxruntime", manifest.name, fallback)
+        return OpenedSession(OnnxSession(manifest, model, options), fallback)
+    return OpenedSession(OnnxSession(manifest, model, options))

@@ -21,16 +21,19 @@ class LoadedModel:
     session: Session
     load_ms: float
     warmup_ms: float
+    fallback: str = ""  # why backend `auto` did not run this model on MLX; empty when it did
 
     def describe(self) -> str:
-        return f"{self.manifest.version} {self.session.backend}/{self.session.provider}"
+        text = f"{self.manifest.version} {self.session.backend}/{self.session.provider}"
+        return f"{text} (auto fell back: {self.fallback})" if self.fallback else text
 
 
 def load_model(manifest: ModelManifest, options: BackendOptions) -> LoadedModel:
     """Verify the checksum, open a session on the chosen backend, and run it once."""
     start = time.perf_counter()
     model = manifest.verified_bytes()
-    session = open_session(manifest, model, options)
+    opened = open_session(manifest, model, options)
+    session = opened.session
     loaded = time.perf_counter()
     for spec in manifest.inputs:
         try:
@@ -40,7 +43,9 @@ def load_model(manifest: ModelManifest, options: BackendOptions) -> LoadedModel:
                 f"model {manifest.name}: warm-up with input {spec.name}{spec.shape} failed: {err}"
             ) from None
     done = time.perf_counter()
-    result = LoadedModel(manifest, session, (loaded - start) * 1e3, (done - loaded) * 1e3)
+    result = LoadedModel(
+        manifest, session, (loaded - start) * 1e3, (done - loaded) * 1e3, opened.fallback
+    )
     logger.info(
         "model %s %s loaded on %s/%s in %.0f ms (warm-up %.0f ms)",
         manifest.name,

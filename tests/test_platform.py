@@ -1,0 +1,93 @@
+"""What keeps framewire working on every supported Python and platform.
+
+Python 3.14 cannot be run here, so these hold the code off what 3.14 deprecates or changes,
+and prove that the OCR models come from the installed package, never from the network.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from framewire.samples import card_jpeg, load_specs
+from inference_agent.models import default_manifest_path, load_manifests
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("schemas", "edge_agents", "inference_agent", "broker_config", "framewire")
+
+# Deprecated in 3.14 (the event-loop policy system goes in 3.16) or changed there
+# (multiprocessing's default start method is forkserver on Linux from 3.14).
+FORBIDDEN_CALLS = {
+    "asyncio.set_event_loop_policy": "use asyncio.Runner(loop_factory=...)",
+    "asyncio.get_event_loop_policy": "use asyncio.Runner(loop_factory=...)",
+    "asyncio.get_event_loop": "use asyncio.get_running_loop() inside a coroutine",
+    "asyncio.iscoroutinefunction": "use inspect.iscoroutinefunction",
+    "uvloop.install": "it goes through the event-loop policy; use uvloop.new_event_loop",
+    "uvloop.EventLoopPolicy": "use uvloop.new_event_loop as the Runner's loop_factory",
+    "multiprocessing.Process": "take a context with an explicit start method",
+    "multiprocessing.Pool": "take a context with an explicit start method",
+    "concurrent.futures.ProcessPoolExecutor": "pass mp_context with an explicit start method",
+}
+
+
+def _dotted(node: ast.expr) -> str:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def test_the_code_stays_off_what_python_314_deprecates_or_changes() -> None:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            imported: dict[str, str] = {}  # local name -> dotted origin
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    for alias in node.names:
+                        imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = _dotted(node.func)
+                head, _, rest = name.partition(".")
+                name = imported.get(head, head) + (f".{rest}" if rest else "")
+                if name in FORBIDDEN_CALLS:
+                    where = path.relative_to(ROOT)
+                    found.append(f"{where}:{node.lineno} {name}: {FORBIDDEN_CALLS[name]}")
+    assert not found, "\n".join(found)
+
+
+def test_the_shipped_models_are_the_ones_inside_the_ocr_package() -> None:
+    manifests = load_manifests(default_manifest_path())
+    for manifest in manifests.values():
+        assert manifest.file.startswith("package:rapidocr/models/")
+        assert manifest.path().is_file(), manifest.path()
+        manifest.verified_bytes()  # raises unless the sha256 matches
+
+
+def test_ocr_never_reaches_its_model_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rapidocr downloads missing models at run time; framewire hands it every file."""
+    from rapidocr.utils import download_file
+
+    from inference_agent.cards.ocr import CardOcr
+    from inference_agent.models import BackendOptions, ModelRegistry
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the OCR package tried to download a model")
+
+    monkeypatch.setattr(download_file.DownloadFile, "run", classmethod(refuse))
+    registry = ModelRegistry(load_manifests(default_manifest_path()), BackendOptions("onnx"))
+    spec = load_specs()[0]
+    image = Image.open(io.BytesIO(card_jpeg(spec, random.Random(5), strength=0.3)))
+    texts = [line.text for line in CardOcr(registry).read(image)]
+    assert spec.name in texts and spec.number in texts
