@@ -29,7 +29,7 @@ def build_pipeline(settings: InferenceSettings, *, agent_id: str) -> Pipeline:
     """Image stages, plus the card recogniser when a catalog is configured. Loads and warms
     up the models (raises ModelError or CatalogError with a readable message)."""
     stages: list[Stage] = image_stages(
-        thumbnail_size=settings.thumbnail_size, max_pixels=settings.max_pixels
+        thumbnail_size=settings.thumbnail_size, limits=settings.shape_limits()
     )
     registry: ModelRegistry | None = None
     if settings.catalog is None:

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from edge_agents.runtime import AgentSettings
+from edge_agents.runtime.images import ShapeLimits
 from schemas import check_identifier
 
 
@@ -59,6 +60,22 @@ class InferenceSettings(AgentSettings):
         default=0, ge=0, description="onnxruntime threads across operators; 0: automatic."
     )
     max_pixels: int = Field(default=50_000_000, gt=0, description="Largest frame decoded, pixels.")
+    max_side: int = Field(
+        default=20_000, gt=0, description="Longest side of a frame that is decoded, pixels."
+    )
+    max_aspect_ratio: float = Field(
+        default=10.0,
+        ge=1,
+        description="Widest long-to-short side ratio decoded: a thin sliver of an image would "
+        "make the text detector, which scales the short side up, allocate gigabytes.",
+    )
+
+    def shape_limits(self) -> ShapeLimits:
+        return ShapeLimits(
+            max_pixels=self.max_pixels,
+            max_side=self.max_side,
+            max_aspect_ratio=self.max_aspect_ratio,
+        )
 
     @field_validator("share_group")
     @classmethod

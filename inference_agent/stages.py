@@ -12,6 +12,7 @@ from typing import Protocol
 import imagehash
 from PIL import Image
 
+from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
 from schemas import CardRecognition, ErrorKind, FrameMeta, ImageFacts, Thumbnail
 
 
@@ -65,24 +66,21 @@ class VerifyChecksum:
 
 
 class DecodeImage:
-    """Decodes the image once for every later stage, within a pixel limit."""
+    """Decodes the image once for every later stage, after checking the size its header
+    declares (pixels, sides, aspect ratio), so no later stage allocates past the limits."""
 
     name = "decode"
 
-    def __init__(self, max_pixels: int = 50_000_000) -> None:
-        self.max_pixels = max_pixels
+    def __init__(self, limits: ShapeLimits | None = None) -> None:
+        self.limits = limits or ShapeLimits()
 
     def run(self, frame: FrameWork) -> None:
         try:
             image = Image.open(io.BytesIO(frame.payload), formats=["JPEG", "PNG", "WEBP"])
-            if image.width * image.height > self.max_pixels:
-                raise StageError(
-                    ErrorKind.DECOMPRESSION_BOMB,
-                    f"{image.width}x{image.height} is over {self.max_pixels:,} pixels",
-                )
+            check_shape(image.width, image.height, self.limits)
             image.load()
-        except StageError:
-            raise
+        except ImageShapeError as err:
+            raise StageError(err.kind, err.reason) from None
         except Exception as err:
             raise StageError(ErrorKind.NOT_IMAGE, f"image could not be decoded: {err}") from None
         frame.facts = ImageFacts(
@@ -127,11 +125,11 @@ class PerceptualHash:
         frame.phash = str(imagehash.phash(source))
 
 
-def image_stages(*, thumbnail_size: int = 256, max_pixels: int = 50_000_000) -> list[Stage]:
+def image_stages(*, thumbnail_size: int = 256, limits: ShapeLimits | None = None) -> list[Stage]:
     """The stages every frame goes through, whatever is recognised in it."""
     return [
         VerifyChecksum(),
-        DecodeImage(max_pixels),
+        DecodeImage(limits),
         MakeThumbnail(thumbnail_size),
         PerceptualHash(),
     ]

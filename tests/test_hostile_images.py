@@ -1,0 +1,135 @@
+"""Images that declare a hostile shape: a few KiB that would make the OCR allocate gigabytes.
+
+A 3 KiB JPEG of 20000x2 pixels is under the pixel limit, yet the text detector scales its
+short side up to 736 px. The inference agent must refuse such frames before decoding them,
+stay within its stated memory ceiling, and go on with the frames behind them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.samples import card_jpeg, load_specs
+from inference_agent.stages import DecodeImage, FrameWork, StageError
+from schemas import (
+    ErrorKind,
+    FrameMeta,
+    InferenceResult,
+    TopicTree,
+    decode_json,
+    frame_properties,
+    new_frame_id,
+    utc_now,
+)
+from tests.conftest import STATION, USERS, Pipeline, wait_until
+from tests.recorder import Recorder
+from tests.test_pipeline import observer, wait_online
+from tests.test_recognition import with_catalog
+
+# The inference agent's stated ceiling with the OCR models loaded (README, "Memory"; the
+# systemd unit's MemoryMax is set above it).
+INFERENCE_CEILING_MIB = 1024
+SLIVERS = [(20000, 2), (2, 20000), (3000, 8), (8000, 400)]
+
+
+def jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 200, 200)).save(out, "JPEG", quality=50)
+    return out.getvalue()
+
+
+def meta_for(data: bytes, seq: int, name: str) -> FrameMeta:
+    return FrameMeta(
+        frame_id=new_frame_id(),
+        station=STATION,
+        seq=seq,
+        captured_at=utc_now(),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type="image/jpeg",
+        size=len(data),
+        source_name=name,
+    )
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.mark.parametrize(("width", "height"), SLIVERS)
+def test_the_decode_stage_refuses_slivers_before_decoding(width: int, height: int) -> None:
+    data = jpeg(width, height)
+    assert len(data) < 200_000
+    work = FrameWork(meta=meta_for(data, 1, "sliver.jpg"), payload=data)
+    with pytest.raises(StageError) as err:
+        DecodeImage().run(work)
+    assert err.value.kind is ErrorKind.DECOMPRESSION_BOMB
+    assert "limit" in err.value.reason and f"{width}x{height}" in err.value.reason
+    assert work.image is None
+
+
+def test_shape_limits_name_the_setting_that_was_exceeded() -> None:
+    limits = ShapeLimits(max_pixels=1000, max_side=50, min_side=4, max_aspect_ratio=3)
+    cases = {
+        (40, 40): "max_pixels",
+        (60, 10): "max_side",
+        (3, 3): "min_side",
+        (30, 8): "max_aspect_ratio",
+    }
+    for (w, h), setting in cases.items():
+        with pytest.raises(ImageShapeError, match=setting):
+            check_shape(w, h, limits)
+    check_shape(30, 10, limits)  # 3:1, 300 px: within every limit
+
+
+@pytest.mark.integration
+def test_sliver_frames_neither_exhaust_inference_nor_hold_back_the_next_card(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    with_catalog(p)
+    with observer(p) as rec:
+        p.start("inference")
+        wait_online(rec, p, USERS["inference"])
+        capture = Recorder(
+            p.broker.port, username=USERS["capture"], password=p.broker.password(USERS["capture"])
+        )
+        with capture:
+            for seq, (w, h) in enumerate(SLIVERS, start=1):
+                data = jpeg(w, h)
+                meta = meta_for(data, seq, f"sliver-{w}x{h}.jpg")
+                props = frame_properties(meta).UserProperty
+                capture.publish(t.frames(STATION), data, user_properties=props)
+            spec = load_specs()[0]
+            card = card_jpeg(spec, random.Random(2), strength=0.3)
+            meta = meta_for(card, len(SLIVERS) + 1, "card.jpg")
+            capture.publish(
+                t.frames(STATION), card, user_properties=frame_properties(meta).UserProperty
+            )
+
+            def results() -> dict[str, InferenceResult]:
+                found = [
+                    decode_json(InferenceResult, m.payload) for m in rec.on(t.results(STATION))
+                ]
+                return {r.source_name: r for r in found}
+
+            wait_until(lambda: len(results()) == len(SLIVERS) + 1, timeout=120, what="results")
+    got = results()
+    for w, h in SLIVERS:
+        sliver = got[f"sliver-{w}x{h}.jpg"]
+        assert sliver.status == "error" and sliver.error and "limit" in sliver.error
+    assert got["card.jpg"].status == "ok"
+    assert got["card.jpg"].card is not None and got["card.jpg"].card.card_name == spec.name
+    proc = p.agents["inference"].proc
+    assert proc is not None and proc.poll() is None, p.agents["inference"].output()
+    assert peak_rss_mib(proc.pid) < INFERENCE_CEILING_MIB
