@@ -2,11 +2,11 @@
 
 from broker_config.embedded import (
     INSTALL_HINT,
-    BrokerError,
     EmbeddedBroker,
     find_mosquitto,
     free_port,
 )
+from broker_config.errors import BrokerError
 from broker_config.render import AgentAccount, BrokerPlan, default_accounts, write_broker_files
 
 __all__ = [

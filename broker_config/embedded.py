@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from broker_config.errors import BrokerError
 from broker_config.render import BrokerPlan, write_broker_files
 
 logger = logging.getLogger(__name__)
@@ -23,10 +24,6 @@ INSTALL_HINT = """Mosquitto (the MQTT broker framewire uses) is not installed. I
 or point framewire at an existing broker with FRAMEWIRE_BROKER_URL=mqtt://host:1883"""
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/opt/homebrew/opt/mosquitto/sbin")
-
-
-class BrokerError(RuntimeError):
-    pass
 
 
 def find_mosquitto() -> Path:
@@ -66,7 +63,7 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.plan.bind}:{self.plan.port}"
+        return f"mqtt://{self.plan.plain_bind}:{self.plan.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         binary = find_mosquitto()
@@ -83,7 +80,7 @@ class EmbeddedBroker:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while not port_open(self.plan.bind, self.plan.port):
+        while not port_open(self.plan.plain_bind, self.plan.port):
             if self.process.poll() is not None:
                 raise BrokerError(
                     f"mosquitto exited with code {self.process.returncode}:\n{self.log_tail()}"

@@ -48,6 +48,7 @@ def ensure_secrets(directory: Path, users: list[str]) -> dict[str, Path]:
         path = directory / f"{user}.password"
         if not path.exists():
             write_private(path, secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)  # also one made by hand, or by an older framewire
         paths[user] = path
     return paths
 

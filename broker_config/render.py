@@ -1,20 +1,35 @@
 """Rendering a Mosquitto configuration: listeners, persistence, limits, users and ACLs.
 
-Two profiles. `development`: one listener on localhost, anonymous clients may only read
-(so `mosquitto_sub -t 'framewire/#'` works with no password), agents log in. `production`:
-no anonymous access at all, optional TLS listener, every client logs in.
+Two profiles. `development`: listeners on `bind` (localhost by default); anonymous clients
+may only read (so `mosquitto_sub -t 'framewire/#'` works with no password), agents log in.
+`production`: no anonymous access, and no password crosses the network in clear text: the
+plain listener stays on localhost (for the agents and the CLI on the broker's own box) and
+every other address is served by the TLS listener only.
+
+In both, framewire's Mosquitto plugin (identity_plugin.c) binds each client id to the user
+that owns it, lets only inference users join the inference share group, and grants each
+agent its own topics (availability, status, dead letters, requests...) under its own client
+id. The ACL file holds no `%c` pattern: Mosquitto applies those to every client, anonymous
+ones included, with whatever client id they pick.
 """
 
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from broker_config.identity_plugin import plugin_path
+from edge_agents.runtime.homeassistant import discovery_topic
 from schemas import check_identifier
 from schemas.topics import TopicTree, check_prefix
+
+AGENT_ROLES = ("capture", "inference", "ledger")
+ASSIGNED_ID_PREFIX = "auto"  # Mosquitto names clients that send no id "auto-<uuid>"
+_CLIENT = "fw-own-client-id"  # an identifier standing for %c while topics are built
 
 Profile = Literal["development", "production"]
 FRAME_HEADROOM = 64 * 1024  # MQTT header and user properties on top of the image bytes
@@ -22,7 +37,7 @@ FRAME_HEADROOM = 64 * 1024  # MQTT header and user properties on top of the imag
 
 @dataclass(frozen=True)
 class AgentAccount:
-    """One broker user and the topics it may use (its client id is its agent id)."""
+    """One broker user, the topics it may use and the client ids it owns."""
 
     user: str
     role: Literal["capture", "inference", "ledger", "observer", "operator", "homeassistant"]
@@ -30,8 +45,28 @@ class AgentAccount:
 
     def __post_init__(self) -> None:
         check_identifier(self.user, "broker user")
+        if self.user.split("-")[0] == ASSIGNED_ID_PREFIX:
+            raise ValueError(
+                f"broker user {self.user!r} would own the client ids Mosquitto assigns "
+                f"({ASSIGNED_ID_PREFIX}-...); choose another name"
+            )
         if self.station is not None:
             check_identifier(self.station, "station")
+        if self.role == "capture" and self.station is None:
+            raise ValueError(f"capture user {self.user!r} needs its station")
+
+    @property
+    def is_agent(self) -> bool:
+        return self.role in AGENT_ROLES
+
+    @property
+    def client_id_prefixes(self) -> list[str]:
+        """Client ids this user owns: each prefix itself and `<prefix>-...`. A capture user
+        also owns its station's import agent, which `framewire import` names
+        `import-<station>` (edge_agents/capture/backlog.py)."""
+        if self.role == "capture":
+            return [self.user, f"import-{self.station}"]
+        return [self.user]
 
 
 def default_accounts(stations: list[str] | None = None) -> list[AgentAccount]:
@@ -66,12 +101,40 @@ class BrokerPlan:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    share_group: str = "inference"  # the inference agents' share_group
     accounts: list[AgentAccount] = field(default_factory=default_accounts)
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
+        check_prefix(self.ha_prefix)
+        check_identifier(self.share_group, "share group")
+        if _CLIENT in self.prefix or _CLIENT in self.ha_prefix:
+            raise ValueError(f"topic prefixes may not contain {_CLIENT!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca (client certificates) needs tls_cert and tls_key")
+        if self.profile == "production" and self.tls_cert is None and not _loopback(self.bind):
+            raise ValueError(
+                f"the production profile serves {self.bind} over TLS only, so that no "
+                "password crosses the network in clear text: give tls_cert and tls_key "
+                "(`framewire broker certs` makes them), or bind 127.0.0.1"
+            )
+        users = [a.user for a in self.accounts]
+        if len(set(users)) != len(users):
+            raise ValueError(f"broker users must be unique: {sorted(users)}")
+        # Mosquitto resolves relative paths against its own working directory.
+        self.data_dir = self.data_dir.absolute()
+        self.tls_cert = self.tls_cert.absolute() if self.tls_cert else None
+        self.tls_key = self.tls_key.absolute() if self.tls_key else None
+        self.tls_ca = self.tls_ca.absolute() if self.tls_ca else None
+
+    @property
+    def plain_bind(self) -> str:
+        """Where the plain-text listener listens: localhost only in production."""
+        if self.profile == "production" and not _loopback(self.bind):
+            return "127.0.0.1"
+        return self.bind
 
     @property
     def conf_path(self) -> Path:
@@ -89,10 +152,28 @@ class BrokerPlan:
     def secrets_dir(self) -> Path:
         return self.data_dir / "secrets"
 
+    @property
+    def persistence_dir(self) -> Path:
+        return self.data_dir / "persistence"
+
+    @property
+    def plugin_dir(self) -> Path:
+        return self.data_dir / "plugin"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def render_acl(plan: BrokerPlan) -> str:
     t = TopicTree(plan.prefix)
     p = plan.prefix
+    ha_status = f"{plan.ha_prefix}/status"
     lines = ["# Generated by framewire; each agent may use only the topics it needs."]
     if plan.profile == "development":
         lines += ["", "# anonymous clients (development only): read everything, write nothing"]
@@ -110,10 +191,11 @@ def render_acl(plan: BrokerPlan) -> str:
         elif acc.role == "inference":
             lines += [
                 f"topic read {t.all_frames()}",
-                f"topic write {p}/results/+",
+                f"topic write {t.all_results()}",
             ]
         elif acc.role == "ledger":
-            # results: it stores every one, and may publish one again (the replay command)
+            # results: it stores every one, and may publish one again (the replay command);
+            # acknowledgements: no other user may write one
             lines += [f"topic readwrite {t.all_results()}", f"topic write {p}/acks/+"]
         elif acc.role == "operator":  # the CLI's requests to agents
             lines += [
@@ -124,33 +206,56 @@ def render_acl(plan: BrokerPlan) -> str:
             lines += [
                 f"topic read {t.everything()}",
                 f"topic read {plan.ha_prefix}/#",
-                f"topic write {plan.ha_prefix}/status",
+                f"topic write {ha_status}",
             ]
         else:
             lines += [f"topic read {t.everything()}", f"topic read {plan.ha_prefix}/#"]
             lines += ["topic read $SYS/#"]
-    # Every logged-in agent may write its own availability, status and dead letters
-    # (%c is the client id, which framewire sets to the agent id).
+        if acc.is_agent:
+            # Home Assistant's birth message, and replies to requests: one level under
+            # responses/, never anywhere else (the agent refuses other response topics too)
+            lines += [f"topic read {ha_status}", f"topic write {p}/responses/+"]
     lines += [
         "",
-        "# every agent: its own availability, status, dead letters and requests",
-        f"pattern write {p}/agents/%c/availability",
-        f"pattern write {p}/agents/%c/status",
-        f"pattern write {p}/agents/%c/thumbnail",
-        f"pattern write {p}/deadletter/%c",
-        f"pattern read {p}/agents/%c/request",
-        f"pattern write {p}/responses/#",
-        "",
-        "# Home Assistant: each agent announces its own device and hears HA's birth message",
-        f"pattern write {plan.ha_prefix}/device/framewire_%c/config",
-        f"pattern read {plan.ha_prefix}/status",
+        "# Each agent's own availability, status, thumbnail, dead letters, Home Assistant",
+        "# device and requests are granted by framewire's plugin (see mosquitto.conf), and only",
+        "# under a client id its user owns.",
         "",
     ]
     return "\n".join(lines)
 
 
+def own_topics(plan: BrokerPlan) -> tuple[list[str], list[str]]:
+    """The topics an agent writes and reads under its own id, `%c` standing for the id."""
+    t, c = TopicTree(plan.prefix), _CLIENT
+    write = [
+        t.availability(c),
+        t.status(c),
+        t.thumbnail(c),
+        t.dead_letters(c),
+        discovery_topic(plan.ha_prefix, c),
+    ]
+    read = [t.requests(c)]
+    return [w.replace(c, "%c") for w in write], [r.replace(c, "%c") for r in read]
+
+
+def render_plugin(plan: BrokerPlan) -> list[str]:
+    """mosquitto.conf lines loading framewire's plugin with this plan's users and roles."""
+    write, read = own_topics(plan)
+    agents = [a.user for a in plan.accounts if a.is_agent]
+    sharers = [a.user for a in plan.accounts if a.role == "inference"]
+    lines = [f"plugin {plugin_path(plan.plugin_dir)}"]
+    lines += [f"plugin_opt_owner_{a.user} {','.join(a.client_id_prefixes)}" for a in plan.accounts]
+    if agents:
+        lines.append(f"plugin_opt_agents {','.join(agents)}")
+    lines += [f"plugin_opt_own_write {','.join(write)}", f"plugin_opt_own_read {','.join(read)}"]
+    if sharers:  # no inference user: nobody may join the group
+        lines.append(f"plugin_opt_share_{plan.share_group} {','.join(sharers)}")
+    return lines
+
+
 def render_conf(plan: BrokerPlan) -> str:
-    persistence = plan.data_dir / "persistence"
+    persistence = plan.persistence_dir
     lines = [
         "# Generated by framewire (`framewire broker render`); edits are overwritten.",
         f"# profile: {plan.profile}",
@@ -174,20 +279,23 @@ def render_conf(plan: BrokerPlan) -> str:
         f"password_file {plan.passwd_path}",
         f"acl_file {plan.acl_path}",
         "",
+        "# --- client ids bound to users, the share group to inference, agents' own topics",
+        *render_plugin(plan),
+        "",
         "# --- listeners",
-        f"listener {plan.port} {plan.bind}",
+        f"listener {plan.port} {plan.plain_bind}",
         "protocol mqtt",
     ]
     if plan.tls_cert is not None and plan.tls_key is not None:
         lines += [
             "",
-            f"listener {plan.tls_port or 8883}",
+            f"listener {plan.tls_port or 8883} {plan.bind}",
             "protocol mqtt",
             f"certfile {plan.tls_cert}",
             f"keyfile {plan.tls_key}",
         ]
-        if plan.tls_ca is not None:
-            lines.append(f"cafile {plan.tls_ca}")
+        if plan.tls_ca is not None:  # mutual TLS: every client shows a certificate too
+            lines += [f"cafile {plan.tls_ca}", "require_certificate true"]
         lines.append("tls_version tlsv1.2")
     lines += [
         "",
@@ -211,12 +319,16 @@ def write_broker_files(plan: BrokerPlan) -> dict[str, Path]:
     """Write config, ACL, password file and per-user secrets; returns user -> secret path.
 
     Secrets are generated once and kept, so agents configured with them keep working
-    across re-renders.
+    across re-renders. Folders are 0700 and files 0600: they hold password hashes, the
+    agents' passwords and the broker's persisted messages.
     """
+    from broker_config.identity_plugin import build_plugin
     from broker_config.passwords import ensure_secrets, render_password_file, write_private
 
-    plan.data_dir.mkdir(parents=True, exist_ok=True)
-    (plan.data_dir / "persistence").mkdir(exist_ok=True)
+    for folder in (plan.data_dir, plan.persistence_dir, plan.secrets_dir, plan.plugin_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    build_plugin(plan.plugin_dir)
     secret_paths = ensure_secrets(plan.secrets_dir, [a.user for a in plan.accounts])
     passwords = {u: p.read_text(encoding="utf-8").strip() for u, p in secret_paths.items()}
     write_private(plan.passwd_path, render_password_file(passwords))

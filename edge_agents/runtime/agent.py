@@ -86,6 +86,36 @@ class Backoff:
         self.attempt = 0
 
 
+def connect_problem(err: aiomqtt.MqttError, settings: AgentSettings) -> str | None:
+    """What a person must change when the broker cannot be used as configured (a
+    certificate not trusted, a login refused); None for failures a retry may fix."""
+    cause = err.__context__  # aiomqtt re-raises connect errors `from None`; the cause stays
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        ca = settings.mqtt_ca_file
+        which = f"mqtt_ca_file {ca}" if ca else "the system trust store (mqtt_ca_file unset)"
+        why = cause.verify_message or str(cause)
+        if cause.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            fix = (
+                f"connect to a name the broker certificate lists, or issue one that lists "
+                f"{settings.broker.host} (framewire broker certs --host {settings.broker.host})"
+            )
+        else:
+            fix = (
+                "set mqtt_ca_file to the CA that signed the broker certificate "
+                "(framewire broker certs writes one; its certificates pass strict checks)"
+            )
+        return f"certificate verify failed: {why}, checked against {which} — {fix}"
+    rc = getattr(err, "rc", None)
+    if getattr(rc, "value", rc) in (0x86, 0x87):  # bad user name or password; not authorized
+        user = settings.username()
+        return (
+            f"the broker refused user {user!r} with client id {settings.identity!r} ({err}) — "
+            "check mqtt_username and mqtt_password_file; framewire's broker also requires "
+            "agent_id to be the user name or to start with '<user name>-'"
+        )
+    return None
+
+
 class AgentRuntime:
     """Connection, availability, status and lifecycle for one agent."""
 
@@ -149,7 +179,22 @@ class AgentRuntime:
 
     async def _on_request(self, message: aiomqtt.Message) -> None:
         self.counters["requests"] += 1
+        reply_to = getattr(message.properties, "ResponseTopic", None)
+        if reply_to is not None and not self._is_response_topic(reply_to):
+            # Replying would publish with this agent's rights (its acks, results...) on a
+            # topic the requester chose; the request is refused, not carried out.
+            raise MessageError(
+                ErrorKind.UNDELIVERABLE,
+                f"response topic {reply_to[:200]!r} is not one level under "
+                f"{self.topics.prefix}/responses/; request not carried out",
+            )
         await self._commands.answer(message, self._reply)
+
+    def _is_response_topic(self, topic: str) -> bool:
+        try:
+            return self.topics.responses(self.topics.segment(topic, 1)) == topic
+        except ValueError:
+            return False
 
     async def _reply(self, topic: str, response: CommandResponse, props: Properties) -> None:
         await self.publish(topic, encode_json(response), properties=props)
@@ -414,6 +459,11 @@ class AgentRuntime:
         tls = None
         if broker.tls:
             tls = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
+            # Python 3.13 verifies strictly by default; ask for it everywhere, so that a
+            # certificate that works on one box works on all of them.
+            tls.verify_flags |= ssl.VERIFY_X509_STRICT
+            if s.mqtt_cert_file is not None:  # a broker that wants client certificates
+                tls.load_cert_chain(s.mqtt_cert_file, s.mqtt_key_file)
         will = aiomqtt.Will(
             self.topics.availability(self.agent_id), Availability.OFFLINE.value, qos=1, retain=True
         )
@@ -435,16 +485,33 @@ class AgentRuntime:
     async def _connection_loop(self) -> None:
         backoff = Backoff(cap=self.settings.reconnect_max)
         broker = self.settings.broker
+        problem: str | None = None  # said once, not on every attempt
         while True:
             try:
                 async with self._make_client() as client:
                     logger.info("%s connected to %s:%d", self.agent_id, broker.host, broker.port)
                     backoff.reset()
+                    problem = None
+                    self._notifier.notify(f"STATUS=connected to {broker.host}:{broker.port}")
                     await self._on_connect(client)
                     await self._pump(client)
             except aiomqtt.MqttError as err:
                 self.counters["reconnects"] += 1
-                logger.warning("%s: broker connection lost or refused: %s", self.agent_id, err)
+                explained = connect_problem(err, self.settings)
+                if explained is None:
+                    logger.warning("%s: broker connection lost or refused: %s", self.agent_id, err)
+                elif explained != problem:
+                    problem = explained
+                    logger.error(
+                        "%s: cannot connect to %s:%d: %s (retrying quietly)",
+                        self.agent_id,
+                        broker.host,
+                        broker.port,
+                        problem,
+                    )
+                    self._notifier.notify(f"STATUS=not connected: {problem}")
+                else:
+                    logger.debug("%s: still refused: %s", self.agent_id, err)
             finally:
                 self._client = None
                 self.connected.clear()

@@ -4,7 +4,10 @@ Device-based discovery (`<ha_prefix>/device/<agent>/config`, one message for all
 device's entities, with `origin`). Entities read the agent's retained status and
 availability topics, so Home Assistant needs nothing else; availability is the agent's Last
 Will. Discovery is sent on every connection and again, after a short random delay, whenever
-Home Assistant announces itself on `<ha_prefix>/status` (its birth message).
+Home Assistant announces itself on `<ha_prefix>/status` (its birth message). Births are
+coalesced: while one re-announcement is pending the others join it, and an agent answers at
+most one birth per BIRTH_INTERVAL seconds (2,000 births once made 6,000 retained discovery
+messages).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
     from edge_agents.runtime.agent import AgentRuntime
 
 logger = logging.getLogger(__name__)
+
+BIRTH_INTERVAL = 30.0  # seconds: at most one re-announcement per agent this often
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,11 @@ def discovery_payload(
 class Announcer:
     """Publishes an agent's discovery on connect and when Home Assistant comes online."""
 
-    def __init__(self, runtime: AgentRuntime) -> None:
+    def __init__(self, runtime: AgentRuntime, *, interval: float = BIRTH_INTERVAL) -> None:
         self.runtime = runtime
-        self._later: set[asyncio.Task[None]] = set()
+        self.interval = interval
+        self._pending: asyncio.Task[None] | None = None
+        self._last_answer = -float("inf")  # monotonic time of the last birth answered
 
     async def announce(self) -> None:
         rt = self.runtime
@@ -119,14 +127,19 @@ class Announcer:
             logger.warning("Home Assistant discovery not published: %s", err)
 
     async def on_birth(self, message: aiomqtt.Message) -> None:
-        """Home Assistant's birth message: announce again after a short random delay."""
+        """Home Assistant's birth message: announce again after a short random delay, and
+        no sooner than `interval` after the last birth this agent answered."""
         if message.payload != b"online" or message.retain:
             return
+        if self._pending is not None and not self._pending.done():
+            self.runtime.counters["ha_births_coalesced"] += 1
+            return  # the pending announcement answers this birth too
+        jitter = random.uniform(0, self.runtime.settings.ha_birth_delay)
+        wait = max(jitter, self._last_answer + self.interval - time.monotonic())
         # not awaited here (the message pump must not sleep): a task announces later
-        task = asyncio.create_task(self._announce_later())
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
+        self._pending = asyncio.create_task(self._announce_later(wait))
 
-    async def _announce_later(self) -> None:
-        await asyncio.sleep(random.uniform(0, self.runtime.settings.ha_birth_delay))
+    async def _announce_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        self._last_answer = time.monotonic()
         await self.announce()

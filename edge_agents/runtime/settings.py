@@ -110,6 +110,14 @@ class AgentSettings(BaseSettings):
     mqtt_ca_file: Path | None = Field(
         default=None, description="CA bundle for mqtts:// (system trust store when unset)."
     )
+    mqtt_cert_file: Path | None = Field(
+        default=None,
+        description="Client certificate (PEM) for a broker that requires one (mutual TLS); "
+        "with mqtt_key_file.",
+    )
+    mqtt_key_file: Path | None = Field(
+        default=None, description="Private key of mqtt_cert_file (PEM, unencrypted)."
+    )
     mqtt_keepalive: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive, seconds.")
     session_expiry: int = Field(
         default=7 * 24 * 3600,
@@ -184,6 +192,12 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _valid_prefix(cls, value: str) -> str:
         return check_prefix(value)
+
+    @model_validator(mode="after")
+    def _client_certificate_pair(self) -> AgentSettings:
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("mqtt_cert_file and mqtt_key_file must be set together")
+        return self
 
     @model_validator(mode="after")
     def _fill_agent_id(self) -> AgentSettings:
