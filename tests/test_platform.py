@@ -91,3 +91,34 @@ def test_ocr_never_reaches_its_model_download(monkeypatch: pytest.MonkeyPatch) -
     image = Image.open(io.BytesIO(card_jpeg(spec, random.Random(5), strength=0.3)))
     texts = [line.text for line in CardOcr(registry).read(image)]
     assert spec.name in texts and spec.number in texts
+
+
+def test_the_wheel_carries_every_file_the_code_reads_at_run_time(tmp_path: Path) -> None:
+    """An installed framewire (not this checkout) must find its manifest, sample catalog
+    and broker plugin source: build the wheel from a copy and look inside."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    for name in (*PACKAGES, "pyproject.toml", "README.md"):
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(path, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
+        + ["-w", str(tmp_path / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("framewire-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "inference_agent/models/ocr.toml",
+        "framewire/data/catalog.csv",
+        "broker_config/identity_plugin.c",
+    ):
+        assert needed in names, f"{needed} is missing from the wheel"
