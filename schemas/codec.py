@@ -11,11 +11,16 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from schemas.messages import SCHEMA_VERSION, ErrorKind, FrameMeta, Message
+from schemas.names import mqtt_string_problem
 
 M = TypeVar("M", bound=Message)
 
 FRAME_SCHEMA = f"framewire.frame/{SCHEMA_VERSION}"
 _MAX_PROPERTY = 1024
+
+
+class PropertyRefusedError(ValueError):
+    """A user property that a broker would refuse (and drop the connection over)."""
 
 
 class MessageError(ValueError):
@@ -70,14 +75,31 @@ def decode_json(model: type[M], payload: bytes) -> M:
 # --- frames: raw bytes + user properties ---------------------------------------------------
 
 
+def check_user_property(key: str, value: str) -> None:
+    """Refuse a user property Mosquitto would refuse: it closes the connection over a string
+    that is not valid MQTT UTF-8 (control characters, non-characters, surrogates), and a
+    client that resends it reconnects and fails forever. Every property framewire emits
+    passes through here; receivers refuse the same lengths (`_MAX_PROPERTY`)."""
+    for what, text in (("name", key), ("value", value)):
+        problem = mqtt_string_problem(text, max_chars=_MAX_PROPERTY)
+        if problem is not None:
+            raise PropertyRefusedError(
+                f"user property {key!r}: its {what} cannot be sent, {problem}"
+            )
+
+
 def frame_properties(meta: FrameMeta) -> Properties:
-    """MQTT 5 PUBLISH properties carrying the frame metadata, readable by any MQTT 5 client."""
+    """MQTT 5 PUBLISH properties carrying the frame metadata, readable by any MQTT 5 client.
+
+    Raises PropertyRefusedError rather than emit a property a broker would refuse."""
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.ContentType = meta.content_type
     props.PayloadFormatIndicator = 0
     pairs = [("schema", FRAME_SCHEMA)]
     for key, value in meta.model_dump(mode="json", exclude={"schema_version"}).items():
         pairs.append((key, str(value)))
+    for key, value in pairs:
+        check_user_property(key, value)
     props.UserProperty = pairs
     return props
 

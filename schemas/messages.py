@@ -11,21 +11,44 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
 
 from schemas.ids import AgentId, FrameId, StationId
+from schemas.names import mqtt_string_problem
 
 SCHEMA_VERSION = 1
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lower-case hex")]
 ImageContentType = Literal["image/jpeg", "image/png", "image/webp"]
+SOURCE_NAME_MAX = 512
 SourceName = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=512,
+        max_length=SOURCE_NAME_MAX,
         description="Path of the original file relative to the capture folder (display only).",
     ),
+]
+
+
+def _sendable(value: str) -> str:
+    problem = mqtt_string_problem(value)
+    if problem is not None:
+        raise ValueError(f"not an escaped name: {problem}")
+    return value
+
+
+EscapedSourceName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=SOURCE_NAME_MAX,
+        description="Path of the original file relative to the capture folder, "
+        "percent-encoded where needed: '%', bytes that are not UTF-8 and characters MQTT "
+        "refuses (controls, non-characters) appear as %XX, one per byte, so "
+        "urllib.parse.unquote_to_bytes gives the exact original bytes.",
+    ),
+    AfterValidator(_sendable),
 ]
 
 
@@ -48,7 +71,7 @@ class FrameMeta(Message):
     sha256: Sha256Hex = Field(description="SHA-256 of the payload bytes.")
     content_type: ImageContentType = Field(description="Image type, found from the bytes.")
     size: int = Field(ge=1, description="Payload size in bytes.")
-    source_name: SourceName
+    source_name: EscapedSourceName
     attempt: int = Field(default=1, ge=1, description="1 on first publication, more on resend.")
 
 
@@ -183,6 +206,9 @@ class ErrorKind(StrEnum):
     BAD_IDENTIFIER = "bad_identifier"
     UNKNOWN_FRAME = "unknown_frame"
     SOURCE_CHANGED = "source_changed"
+    NOT_A_FILE = "not_a_file"
+    UNREADABLE = "unreadable"
+    NAME_TOO_LONG = "name_too_long"
     UNDELIVERABLE = "undeliverable"
     PROCESSING_ERROR = "processing_error"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+from edge_agents.capture.guard import root_cause
 from edge_agents.capture.state import CaptureState, FileVersion, read_summary
 from schemas import new_frame_id
 
@@ -62,3 +64,118 @@ async def test_due_respects_the_in_flight_window_and_resend_times(tmp_path: Path
             "quarantined": 1,
         }
         assert summary.oldest_pending is not None and summary.oldest_pending.frame_id == ids[1]
+
+
+async def test_a_file_changed_under_the_same_size_and_mtime_is_not_known(tmp_path: Path) -> None:
+    """`cp -p` of another image of the same size: the inode or ctime tells, and content that
+    did not change (a chmod, a touch) is remembered, so it is not read again."""
+    async with CaptureState(tmp_path / "s.sqlite3") as state:
+        first = FileVersion(relpath="a.jpg", size=10, mtime_ns=1, inode=7, ctime_ns=100)
+        await state.record(new_frame_id(), first, sha256="a" * 64, now=1.0)
+        assert await state.knows(first)
+        copied_over = FileVersion(relpath="a.jpg", size=10, mtime_ns=1, inode=7, ctime_ns=200)
+        assert not await state.knows(copied_over)
+        # same bytes after all (a chmod): not a frame, and this version is now known
+        assert await state.record(new_frame_id(), copied_over, sha256="a" * 64, now=2.0) is None
+        assert await state.knows(copied_over)
+        replaced = FileVersion(relpath="a.jpg", size=10, mtime_ns=1, inode=8, ctime_ns=300)
+        row = await state.record(new_frame_id(), replaced, sha256="b" * 64, now=3.0)
+        assert row is not None and row.seq == 2  # new content: a new frame
+
+
+async def test_rows_of_the_first_schema_are_migrated(tmp_path: Path) -> None:
+    """A database written before names were escaped: its names are escaped in place (so a
+    frame stuck behind a name the broker refused is sent), inode and ctime are added."""
+    db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE frames (seq INTEGER PRIMARY KEY AUTOINCREMENT, frame_id TEXT NOT NULL"
+        " UNIQUE, relpath TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
+        " sha256 TEXT, content_type TEXT, captured_at TEXT NOT NULL, state TEXT NOT NULL,"
+        " reason TEXT, error_kind TEXT, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL,"
+        " seen_at REAL NOT NULL, published_at REAL, inferred_at REAL, ledgered_at REAL,"
+        " updated_at REAL NOT NULL);"
+        "CREATE UNIQUE INDEX frames_content ON frames (relpath, sha256);"
+    )
+    for i, name in enumerate(["plain.jpg", "line\nbreak.jpg", "x%", "x%25"]):
+        conn.execute(
+            "INSERT INTO frames (frame_id, relpath, size, mtime_ns, sha256, captured_at, state,"
+            " seen_at, updated_at) VALUES (?, ?, 1, 1, ?, '2024-01-01T00:00:00+00:00',"
+            " 'seen', 0, 0)",
+            (new_frame_id(), name, f"{min(i, 2):064x}"),  # x% and x%25: the same bytes
+        )
+    conn.commit()
+    conn.close()
+    async with CaptureState(db) as state:
+        due, _ = await state.due(now=1.0, window=10)
+        assert [r.relpath for r in due] == ["plain.jpg", "line%0Abreak.jpg", "x%25", "x%2525"]
+        assert await state.knows(version("plain.jpg", size=1, mtime=1)) is True
+    async with CaptureState(db) as state:  # a second open changes nothing
+        due, _ = await state.due(now=1.0, window=10)
+        assert [r.relpath for r in due][1] == "line%0Abreak.jpg"
+
+
+async def test_quarantine_reasons_are_kept_readable(tmp_path: Path) -> None:
+    """A reason may quote a decoder's message or a name: stored, it holds no control
+    character that could rewrite a terminal line."""
+    async with CaptureState(tmp_path / "s.sqlite3") as state:
+        fid = new_frame_id()
+        await state.record(
+            fid,
+            version("a.jpg"),
+            sha256=None,
+            state="quarantined",
+            reason="Pillow said \x1b[31mred\n",
+            error_kind="not_image",
+            now=1.0,
+        )
+        row = await state.get(fid)
+        assert row is not None and row.state == "quarantined" and row.error_kind == "not_image"
+        assert row.reason == "Pillow said \\x1b[31mred\\n"
+        other = new_frame_id()
+        await state.record(other, version("b.jpg"), sha256="b" * 64, now=2.0)
+        await state.quarantine(other, "undeliverable", "tab\there", 3.0)
+        assert (await state.get(other)).reason == "tab\\there"  # type: ignore[union-attr]
+
+
+async def test_a_full_database_fails_a_write_that_succeeds_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """What the capture agent waits out when its disk is full (max_page_count stands in for
+    the disk): the failed write leaves nothing half done, and the same write succeeds later."""
+    async with CaptureState(tmp_path / "s.sqlite3") as state:
+        pages = await state._db.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await state._db.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchone())
+        failed = None
+        for i in range(500):
+            try:
+                await state.record(new_frame_id(), version(f"{i}.jpg"), sha256=f"{i:064x}", now=1)
+            except sqlite3.OperationalError as err:
+                failed = i
+                assert "full" in str(root_cause(err))
+                break
+        assert failed is not None
+        await state.end_failed_transaction()
+        await state._db.run(lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchone())
+        fid = new_frame_id()
+        row = await state.record(fid, version(f"{failed}.jpg"), sha256=f"{failed:064x}", now=2)
+        assert row is not None and row.frame_id == fid
+        assert (await state.summary()).counts["seen"] == failed + 1
+
+
+async def test_a_row_recorded_before_inodes_adopts_the_version_it_saw(tmp_path: Path) -> None:
+    async with CaptureState(tmp_path / "s.sqlite3") as state:
+        await state.record(  # inode 0, ctime 0: as a migrated row
+            new_frame_id(),
+            version("old.jpg"),
+            sha256=None,
+            state="quarantined",
+            reason="not an image",
+            error_kind="not_image",
+            now=1.0,
+        )
+        now_seen = FileVersion(relpath="old.jpg", size=10, mtime_ns=1, inode=5, ctime_ns=9)
+        assert await state.knows(now_seen)  # not read again after an upgrade
+        assert not await state.knows(
+            FileVersion(relpath="old.jpg", size=10, mtime_ns=1, inode=5, ctime_ns=10)
+        )  # but a later change is seen

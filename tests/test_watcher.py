@@ -63,3 +63,100 @@ def test_temporary_and_hidden_names_are_never_frames() -> None:
     assert is_candidate_name("card.jpg") and is_candidate_name("card")
     for name in (".card.jpg", "card.jpg.part", "card.tmp", "card.jpg~", "x.crdownload"):
         assert not is_candidate_name(name)
+
+
+async def test_files_in_a_folder_made_just_before_them_are_found(tmp_path: Path) -> None:
+    """A file written into a new folder before the watch on that folder exists raises no
+    event of its own; the folder's creation does, and the folder is scanned then (the rescan
+    is an hour away, so it cannot be what finds them)."""
+    watcher = FolderWatcher(tmp_path, settle=0.2, rescan_interval=3600)
+
+    async def make_folders() -> None:
+        await asyncio.sleep(0.5)  # the watch is in place
+        for i in range(20):
+            (tmp_path / f"card-{i}" / "deeper").mkdir(parents=True)
+            (tmp_path / f"card-{i}" / "first.jpg").write_bytes(b"x" * i)
+            (tmp_path / f"card-{i}" / "deeper" / "second.jpg").write_bytes(b"y" * i)
+
+    found = await ready_files(watcher, 2.0, meanwhile=make_folders())
+    assert sorted(found) == sorted(
+        [("first.jpg", i) for i in range(20)] + [("second.jpg", i) for i in range(20)]
+    )
+
+
+async def test_names_that_are_not_utf8_neither_stop_the_watch_nor_hide_other_files(
+    tmp_path: Path,
+) -> None:
+    """watchfiles cannot report such a name (and loses the batch of events that held it):
+    the watcher watches again and rescans, and the name comes out escaped."""
+    watcher = FolderWatcher(tmp_path, settle=0.2, rescan_interval=3600)
+    versions: list[str] = []
+
+    async def collect() -> None:
+        async for _, version in watcher:
+            versions.append(version.relpath)
+
+    async def write() -> None:
+        await asyncio.sleep(0.5)
+        for name in (b"caf\xe9.jpg", b".hidden-\xff.tmp", b"ok-1.jpg"):
+            (tmp_path / os.fsdecode(name)).write_bytes(b"data")
+        await asyncio.sleep(1.0)
+        with (tmp_path / os.fsdecode(b"caf\xe9.jpg")).open("ab") as f:  # an event for it again
+            f.write(b"more")
+        (tmp_path / "ok-2.jpg").write_bytes(b"data")
+
+    task = asyncio.create_task(collect())
+    await write()
+    await asyncio.sleep(2.5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert {"caf%E9.jpg", "ok-1.jpg", "ok-2.jpg"} <= set(versions)
+    assert not [v for v in versions if "hidden" in v]
+    assert watcher.watch_failures >= 1
+
+
+async def test_links_and_fifos_are_reported_as_what_they_are(tmp_path: Path) -> None:
+    """They are never read, but they are reported, so the agent quarantines them with a
+    reason rather than leave them unexplained."""
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.jpg"
+    outside.write_bytes(b"secret")
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    (folder / "link.jpg").symlink_to(outside)
+    (folder / "linked-folder").symlink_to(tmp_path)
+    os.mkfifo(folder / "pipe.jpg")
+    an_hour_ago = time.time() - 3600
+    for name in ("link.jpg", "linked-folder", "pipe.jpg"):
+        os.utime(folder / name, (an_hour_ago, an_hour_ago), follow_symlinks=False)
+    kinds: dict[str, str] = {}
+
+    async def collect() -> None:
+        async for _, version in FolderWatcher(folder, settle=0.2, rescan_interval=3600):
+            kinds[version.relpath] = version.kind
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert kinds == {"link.jpg": "symlink", "linked-folder": "symlink", "pipe.jpg": "fifo"}
+
+
+async def test_a_file_can_be_looked_at_again_later(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    watcher = FolderWatcher(tmp_path, settle=0.2, rescan_interval=3600)
+    seen: list[str] = []
+
+    async def collect() -> None:
+        async for path, version in watcher:
+            seen.append(version.relpath)
+            if len(seen) == 1:
+                watcher.recheck(path, 0.3)
+
+    task = asyncio.create_task(collect())
+    await asyncio.sleep(1.5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert seen == ["a.jpg", "a.jpg"]

@@ -60,7 +60,7 @@ async def run_import(
         if retry_failed:
             n = await state.retry_quarantined(now=0.0)
             logger.info("retrying %d quarantined frame(s)", n)
-        agent = CaptureAgent(settings, runtime, state)
+        agent = CaptureAgent(settings, runtime, state, live=False)
         runtime.subscribe(runtime.topics.acks(settings.station), agent.on_ack)
         runtime.subscribe(runtime.topics.results(settings.station), agent.on_result)
         scanned = asyncio.Event()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,20 +47,46 @@ def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MiB"
 
 
-def read_bounded(path: Path, limits: ImageLimits) -> bytes:
-    """Read a file, refusing it before reading when it is empty or over the size limit."""
-    size = path.stat().st_size
-    if size == 0:
+def read_fd(fd: int, limits: ImageLimits) -> bytes:
+    """Read an open file: a regular file only, refused before reading when it is empty or
+    over the size limit, and never more than one byte past the limit (it may be growing)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise FrameRejectedError(
+            ErrorKind.NOT_A_FILE, "it is not a regular file (a FIFO, a device, a folder...)"
+        )
+    if st.st_size == 0:
         raise FrameRejectedError(ErrorKind.EMPTY, "file is empty (0 bytes)")
-    if size > limits.max_bytes:
+    if st.st_size > limits.max_bytes:
         raise FrameRejectedError(
             ErrorKind.TOO_LARGE,
-            f"file is {_mib(size)}, over the {_mib(limits.max_bytes)} limit (max_frame_bytes)",
+            f"file is {_mib(st.st_size)}, over the {_mib(limits.max_bytes)} limit "
+            "(max_frame_bytes)",
         )
-    data = path.read_bytes()
+    chunks: list[bytes] = []
+    left = limits.max_bytes + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
     if len(data) > limits.max_bytes:  # grew between stat and read
         raise FrameRejectedError(ErrorKind.TOO_LARGE, f"file grew past {_mib(limits.max_bytes)}")
+    if not data:
+        raise FrameRejectedError(ErrorKind.EMPTY, "file is empty (0 bytes)")
     return data
+
+
+def read_bounded(path: Path, limits: ImageLimits) -> bytes:
+    """Read a file named by a person (`framewire identify`): links are followed, but only a
+    regular file is read, without blocking (a FIFO is refused), and never past the limit."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return read_fd(fd, limits)
+    finally:
+        os.close(fd)
 
 
 def inspect_image(data: bytes, limits: ImageLimits) -> Inspection:

@@ -41,6 +41,13 @@ class CaptureSettings(AgentSettings):
     settle_seconds: float = Field(
         default=0.5, gt=0, description="A file is taken once unchanged for this long."
     )
+    truncated_grace_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A file that is empty or decodes as truncated may still be being "
+        "written: it is looked at again, with backoff, and quarantined only once unchanged "
+        "for this long. Unset: max(10 x settle_seconds, 10 s).",
+    )
     rescan_interval: float = Field(
         default=60.0, gt=0, description="Seconds between full rescans of the folder."
     )
@@ -82,6 +89,12 @@ class CaptureSettings(AgentSettings):
             max_pixels=self.max_pixels,
             formats=tuple(self.allowed_formats),
         )
+
+    @property
+    def truncated_grace(self) -> float:
+        if self.truncated_grace_seconds is not None:
+            return self.truncated_grace_seconds
+        return max(10 * self.settle_seconds, 10.0)
 
     @property
     def state_path(self) -> Path:

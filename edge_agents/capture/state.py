@@ -3,17 +3,24 @@
 A frame moves  seen -> published -> inferred -> ledgered,  or ends `quarantined` with a
 reason. A row is written before the frame is first published, so a crash at any point
 leaves a frame that is resent, never one that is forgotten.
+
+`relpath` is the file's path relative to the capture folder in its escaped form
+(schemas.names: `%XX` for `%`, bytes that are not UTF-8 and control characters), which is
+valid text whatever the name's bytes, and turns back into them exactly.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from edge_agents.capture.files import FileKind, path_of
 from edge_agents.runtime import SqliteThread, transaction
+from schemas.names import escape_name, printable
 
 FrameState = Literal["seen", "published", "inferred", "ledgered", "quarantined"]
 STATES: tuple[FrameState, ...] = ("seen", "published", "inferred", "ledgered", "quarantined")
@@ -26,6 +33,8 @@ CREATE TABLE IF NOT EXISTS frames (
     relpath       TEXT NOT NULL,
     size          INTEGER NOT NULL,
     mtime_ns      INTEGER NOT NULL,
+    inode         INTEGER NOT NULL DEFAULT 0,
+    ctime_ns      INTEGER NOT NULL DEFAULT 0,
     sha256        TEXT,
     content_type  TEXT,
     captured_at   TEXT NOT NULL,
@@ -45,6 +54,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS frames_content ON frames (relpath, sha256);
 CREATE INDEX IF NOT EXISTS frames_version ON frames (relpath, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS frames_state ON frames (state, next_attempt);
 """
+# 1: relpath escaped (schemas.names), inode and ctime_ns recorded.
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class FrameRow:
     captured_at: datetime
     state: FrameState
     reason: str | None
+    error_kind: str | None
     attempts: int
     seen_at: float
 
@@ -75,6 +87,7 @@ class FrameRow:
             captured_at=datetime.fromisoformat(row["captured_at"]),
             state=row["state"],
             reason=row["reason"],
+            error_kind=row["error_kind"],
             attempts=row["attempts"],
             seen_at=row["seen_at"],
         )
@@ -82,9 +95,18 @@ class FrameRow:
 
 @dataclass(frozen=True)
 class FileVersion:
-    relpath: str
+    """What a look at a file found (lstat: links are not followed).
+
+    Size and mtime alone miss a different image written under the same name with the same
+    size and mtime (`cp -p`, coarse timestamps): the inode and ctime tell (ctime cannot be
+    set back), and then the content's sha256 decides whether it is a new frame."""
+
+    relpath: str  # escaped, relative to the capture folder
     size: int
     mtime_ns: int
+    inode: int = 0
+    ctime_ns: int = 0
+    kind: FileKind = "file"
 
     @property
     def captured_at(self) -> datetime:
@@ -98,15 +120,47 @@ class StateSummary:
 
 
 def _init(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > STATE_VERSION:
+        raise RuntimeError(
+            f"capture state schema version {version} is newer than this framewire ({STATE_VERSION})"
+        )
     conn.executescript(_SCHEMA)
+    if version == STATE_VERSION:
+        return
+    with transaction(conn):
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(frames)")}
+        for column in ("inode", "ctime_ns"):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE frames ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        # Rows of version 0 hold raw names. Longest first, so that no escaped name can meet
+        # a raw one not yet escaped in the unique (relpath, sha256) index.
+        rows = conn.execute(
+            "SELECT seq, relpath FROM frames ORDER BY length(relpath) DESC"
+        ).fetchall()
+        for row in rows:
+            escaped = escape_name(row["relpath"])
+            if escaped != row["relpath"]:
+                conn.execute("UPDATE frames SET relpath = ? WHERE seq = ?", (escaped, row["seq"]))
+        conn.execute(f"PRAGMA user_version = {STATE_VERSION}")
 
 
 def _knows_version(conn: sqlite3.Connection, v: FileVersion) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ? LIMIT 1",
+    rows = conn.execute(
+        "SELECT seq, inode, ctime_ns FROM frames WHERE relpath = ? AND size = ? AND mtime_ns = ?",
         (v.relpath, v.size, v.mtime_ns),
-    ).fetchone()
-    return row is not None
+    ).fetchall()
+    if any((r["inode"], r["ctime_ns"]) == (v.inode, v.ctime_ns) for r in rows):
+        return True
+    legacy = [r["seq"] for r in rows if (r["inode"], r["ctime_ns"]) == (0, 0)]
+    if not legacy:
+        return False
+    # recorded before inodes were: this is the version it saw, so adopt its inode and ctime
+    # (rather than read every file again, and quarantine rejected files a second time)
+    conn.execute(
+        "UPDATE frames SET inode = ?, ctime_ns = ? WHERE seq = ?", (v.inode, v.ctime_ns, legacy[0])
+    )
+    return True
 
 
 def _insert(
@@ -123,24 +177,33 @@ def _insert(
     with transaction(conn):
         if sha256 is not None:
             known = conn.execute(
-                "SELECT 1 FROM frames WHERE relpath = ? AND sha256 = ?", (v.relpath, sha256)
+                "SELECT seq FROM frames WHERE relpath = ? AND sha256 = ?", (v.relpath, sha256)
             ).fetchone()
             if known:
+                # The same content at the same path (touched, chmod'ed, copied over with
+                # the same bytes): remember this version, so it is not read again.
+                conn.execute(
+                    "UPDATE frames SET size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?"
+                    " WHERE seq = ?",
+                    (v.size, v.mtime_ns, v.inode, v.ctime_ns, known["seq"]),
+                )
                 return None
         cur = conn.execute(
-            "INSERT INTO frames (frame_id, relpath, size, mtime_ns, sha256, content_type,"
-            " captured_at, state, reason, error_kind, seen_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO frames (frame_id, relpath, size, mtime_ns, inode, ctime_ns, sha256,"
+            " content_type, captured_at, state, reason, error_kind, seen_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 frame_id,
                 v.relpath,
                 v.size,
                 v.mtime_ns,
+                v.inode,
+                v.ctime_ns,
                 sha256,
                 content_type,
                 v.captured_at.isoformat(),
                 state,
-                reason,
+                None if reason is None else printable(reason),
                 error_kind,
                 now,
                 now,
@@ -209,7 +272,7 @@ def _quarantine(
     conn.execute(
         "UPDATE frames SET state = 'quarantined', error_kind = ?, reason = ?, updated_at = ?"
         " WHERE frame_id = ?",
-        (kind, reason, now, frame_id),
+        (kind, printable(reason), now, frame_id),
     )
 
 
@@ -233,7 +296,7 @@ def _prune(conn: sqlite3.Connection, cutoff: float, root: Path) -> int:
         " AND updated_at < ?",
         (cutoff,),
     ).fetchall()
-    gone = [(row["seq"],) for row in rows if not (root / row["relpath"]).exists()]
+    gone = [(row["seq"],) for row in rows if not os.path.lexists(path_of(root, row["relpath"]))]
     with transaction(conn):
         conn.executemany("DELETE FROM frames WHERE seq = ?", gone)
     return len(gone)
@@ -247,6 +310,13 @@ def _summary(conn: sqlite3.Connection) -> StateSummary:
         "SELECT * FROM frames WHERE state IN ('seen', 'published', 'inferred') ORDER BY seq LIMIT 1"
     ).fetchone()
     return StateSummary(counts=counts, oldest_pending=FrameRow.of(oldest) if oldest else None)
+
+
+def _end_failed_transaction(conn: sqlite3.Connection) -> None:
+    """After a failed write (disk full, read-only): make sure no transaction is left open,
+    so that the retry starts clean."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _get(conn: sqlite3.Connection, frame_id: str) -> FrameRow | None:
@@ -319,6 +389,9 @@ class CaptureState:
 
     async def summary(self) -> StateSummary:
         return await self._db.run(_summary)
+
+    async def end_failed_transaction(self) -> None:
+        await self._db.run(_end_failed_transaction)
 
     async def get(self, frame_id: str) -> FrameRow | None:
         return await self._db.run(_get, frame_id)

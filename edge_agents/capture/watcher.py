@@ -4,20 +4,29 @@ Three sources feed one set of candidates: a scan at start (files that arrived wh
 agent was down), filesystem events (watchfiles: inotify, FSEvents, or polling), and a
 periodic rescan (a safety net for network filesystems and missed events). A candidate is
 ready when its size and mtime have not changed for `settle` seconds.
+
+A folder that appears is scanned at once: files written into it before the watch on it
+was in place raise no event of their own. When watchfiles fails (it cannot report a name
+that is not UTF-8, and loses the batch of events that held it), the watch is started again
+and the folder rescanned, so nothing is missed and nothing stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import watchfiles
 
+from edge_agents.capture.files import kind_of, relpath_of
 from edge_agents.capture.state import FileVersion
+from edge_agents.runtime import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -30,37 +39,57 @@ def is_candidate_name(name: str) -> bool:
 
 
 def version_of(root: Path, path: Path) -> FileVersion | None:
-    """The file's current version, or None if it is gone or not a regular file."""
+    """The file's current version (of the link itself for a symbolic link, which is never
+    followed), or None if it is gone, a folder, or not under `root`."""
     try:
         st = path.lstat()
-    except OSError:
+        rel = relpath_of(root, path)
+    except (OSError, ValueError):
         return None
-    if not path.is_file() or path.is_symlink():
+    kind = kind_of(st.st_mode)
+    if kind == "directory":
         return None
-    rel = path.relative_to(root).as_posix()
-    return FileVersion(relpath=rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return FileVersion(
+        relpath=rel,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        inode=st.st_ino,
+        ctime_ns=st.st_ctime_ns,
+        kind=kind,
+    )
 
 
-def scan_folder(root: Path) -> Iterator[tuple[Path, FileVersion]]:
-    """Every candidate file under `root`, lazily (memory does not grow with the folder)."""
-    stack = [root]
+def candidates(top: Path) -> Iterator[Path]:
+    """Every candidate under `top` that is not a folder (symbolic links included, so that
+    they are quarantined with a reason rather than ignored), lazily, hidden folders skipped."""
+    stack = [top]
     while stack:
         folder = stack.pop()
         try:
             entries = os.scandir(folder)
         except OSError as err:
-            logger.warning("cannot list %s: %s", folder, err)
+            logger.warning("cannot list %r: %s", str(folder), err.strerror or err)
             continue
         with entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir(follow_symlinks=False):
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
                     stack.append(Path(entry.path))
                 elif is_candidate_name(entry.name):
-                    version = version_of(root, Path(entry.path))
-                    if version is not None:
-                        yield Path(entry.path), version
+                    yield Path(entry.path)
+
+
+def scan_folder(root: Path) -> Iterator[tuple[Path, FileVersion]]:
+    """Every candidate file under `root`, lazily (memory does not grow with the folder)."""
+    for path in candidates(root):
+        version = version_of(root, path)
+        if version is not None:
+            yield path, version
 
 
 async def scan_folder_async(
@@ -96,23 +125,55 @@ class FolderWatcher:
         self._pending: dict[Path, tuple[FileVersion | None, float]] = {}
         self._ready: asyncio.Queue[tuple[Path, FileVersion]] = asyncio.Queue()
         self._wake = asyncio.Event()
+        self._rescan_now = asyncio.Event()
+        self._rechecks: dict[Path, asyncio.TimerHandle] = {}
+        self.watch_failures = 0
 
     @property
     def pending(self) -> int:
         return len(self._pending) + self._ready.qsize()
 
     def _offer(self, path: Path) -> None:
-        if is_candidate_name(path.name) and path not in self._pending:
+        if path in self._pending or not is_candidate_name(path.name):
+            return
+        try:
+            folders = path.relative_to(self.root).parts[:-1]
+        except ValueError:
+            return
+        if not any(part.startswith(".") for part in folders):
             self._pending[path] = (None, 0.0)
             self._wake.set()
 
-    def _scan(self) -> None:
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                self._offer(Path(dirpath) / name)
+    def recheck(self, path: Path, after: float) -> None:
+        """Look at `path` again in `after` seconds, even if nothing reports a change."""
+        loop = asyncio.get_running_loop()
+        previous = self._rechecks.pop(path, None)
+        if previous is not None:
+            previous.cancel()
 
-    async def _events(self) -> None:
+        def offer() -> None:
+            self._rechecks.pop(path, None)
+            self._offer(path)
+
+        self._rechecks[path] = loop.call_later(after, offer)
+
+    def _scan(self, top: Path | None = None) -> list[Path]:
+        return list(candidates(top or self.root))
+
+    async def _scan_into_pending(self, top: Path | None = None) -> None:
+        for path in await asyncio.to_thread(self._scan, top):
+            self._offer(path)
+
+    @staticmethod
+    def _is_new_folder(change: watchfiles.Change, raw: str) -> bool:
+        if change != watchfiles.Change.added or Path(raw).name.startswith("."):
+            return False
+        try:
+            return stat.S_ISDIR(os.lstat(raw).st_mode)
+        except OSError:
+            return False
+
+    async def _watch_once(self) -> None:
         async for changes in watchfiles.awatch(
             self.root,
             force_polling=self.force_polling,
@@ -122,13 +183,45 @@ class FolderWatcher:
             ignore_permission_denied=True,
         ):
             for change, raw in changes:
-                if change != watchfiles.Change.deleted:
+                if change == watchfiles.Change.deleted:
+                    continue
+                if self._is_new_folder(change, raw):
+                    # files written into it before its watch existed raise no event
+                    await self._scan_into_pending(Path(raw))
+                else:
                     self._offer(Path(raw))
+
+    async def _events(self) -> None:
+        backoff = Backoff(initial=0.5, cap=max(1.0, min(self.rescan_interval, 30.0)))
+        while True:
+            started = time.monotonic()
+            try:
+                await self._watch_once()
+                failure: BaseException = RuntimeError("the watch ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # any failure of the watch: rescan and watch again
+                failure = err.exceptions[0] if isinstance(err, ExceptionGroup) else err
+            self.watch_failures += 1
+            log = logger.warning if self.watch_failures == 1 else logger.debug
+            log(
+                "file events failed (%s: %s); rescanning the folder and watching again "
+                "(further failures are logged at debug level)",
+                type(failure).__name__,
+                failure,
+            )
+            if time.monotonic() - started > 60:
+                backoff.reset()
+            # the failed batch of events is lost: rescan once the new watch is in place
+            asyncio.get_running_loop().call_later(0.5, self._rescan_now.set)
+            await asyncio.sleep(backoff.next())
 
     async def _rescans(self) -> None:
         while True:
-            await asyncio.to_thread(self._scan)
-            await asyncio.sleep(self.rescan_interval)
+            self._rescan_now.clear()
+            await self._scan_into_pending()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rescan_now.wait(), self.rescan_interval)
 
     def _versions(self, paths: list[Path]) -> list[FileVersion | None]:
         return [version_of(self.root, p) for p in paths]

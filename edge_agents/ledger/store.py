@@ -2,6 +2,13 @@
 
 A result is acknowledged only after its transaction has committed to disk, and a frame id
 already present is never written again, so resent results cannot double a row.
+
+File names: `source_name` is the name as it travels, percent-encoded where needed
+(schemas.names: `%`, bytes that are not UTF-8 and control characters as `%XX`), safe to
+print and the same string the capture station and every message use. `source_path` holds
+the original name decoded from it, byte for byte (a BLOB: a name need not be UTF-8).
+Exports carry both: `source_name`, whose decoding is exact for every name, and
+`source_path` as text, the exact original whenever it is valid UTF-8 (null otherwise).
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from typing import IO, Any
 
 from edge_agents.runtime import SqliteThread, transaction
 from schemas import InferenceResult, utc_now
+from schemas.names import name_as_text, unescape_name
 
-SCHEMA_VERSION = 1
+# 2: source_path, the original file name's bytes
+SCHEMA_VERSION = 2
 # Perceptual-hash distances (of 64 bits) under which a frame counts as a re-capture of an
 # earlier one: loose when the OCR identified the same catalog card in both, strict otherwise.
 SAME_CARD_DISTANCE = 28
@@ -30,6 +39,7 @@ CREATE TABLE IF NOT EXISTS results (
     frame_id      TEXT PRIMARY KEY,
     station       TEXT NOT NULL,
     source_name   TEXT NOT NULL,
+    source_path   BLOB,
     sha256        TEXT NOT NULL,
     status        TEXT NOT NULL,
     error         TEXT,
@@ -79,6 +89,7 @@ EXPORT_COLUMNS = (
     "captured_at",
     "completed_at",
     "ledgered_at",
+    "source_path",
 )
 
 
@@ -97,7 +108,17 @@ def _init(conn: sqlite3.Connection) -> None:
             f"ledger schema version {version} is newer than this framewire ({SCHEMA_VERSION})"
         )
     conn.executescript(_SCHEMA)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version == SCHEMA_VERSION:
+        return
+    with transaction(conn):
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(results)")}
+        if "source_path" not in columns:
+            conn.execute("ALTER TABLE results ADD COLUMN source_path BLOB")
+        # rows written before names were escaped hold the raw name: its UTF-8 bytes are it
+        conn.execute(
+            "UPDATE results SET source_path = CAST(source_name AS BLOB) WHERE source_path IS NULL"
+        )
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _distance(a: str, b: str) -> int:
@@ -156,15 +177,16 @@ def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
             )
         duplicate_of = _find_duplicate(conn, r)
         conn.execute(
-            "INSERT INTO results (frame_id, station, source_name, sha256, status, error, width,"
-            " height, format, phash, card_status, card_name, set_name, card_number, rarity,"
-            " market_price, confidence, duplicate_of, agent_id, captured_at, completed_at,"
-            " ledgered_at, result)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO results (frame_id, station, source_name, source_path, sha256, status,"
+            " error, width, height, format, phash, card_status, card_name, set_name,"
+            " card_number, rarity, market_price, confidence, duplicate_of, agent_id,"
+            " captured_at, completed_at, ledgered_at, result)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 r.frame_id,
                 r.station,
                 r.source_name,
+                unescape_name(r.source_name),
                 r.sha256,
                 r.status,
                 r.error,
@@ -236,6 +258,23 @@ class LedgerStore:
         return await self._db.run(_result, frame_id)
 
 
+def _source_path(row: sqlite3.Row) -> str | None:
+    """The original file name as text: exact when it is UTF-8, else None (`source_name`,
+    percent-encoded, is exact for every name)."""
+    raw = row["source_path"]
+    return None if raw is None else name_as_text(bytes(raw))
+
+
+def _full(row: sqlite3.Row) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(row["result"])
+    data.update(
+        ledgered_at=row["ledgered_at"],
+        duplicate_of=row["duplicate_of"],
+        source_path=_source_path(row),
+    )
+    return data
+
+
 class LedgerReader:
     """Read-only access for the CLI and tests; safe while the agent writes (WAL)."""
 
@@ -263,14 +302,10 @@ class LedgerReader:
 
     def get(self, frame_id: str) -> dict[str, Any] | None:
         row = self._conn.execute(
-            "SELECT result, ledgered_at, duplicate_of FROM results WHERE frame_id = ?",
+            "SELECT result, ledgered_at, duplicate_of, source_path FROM results WHERE frame_id = ?",
             (frame_id,),
         ).fetchone()
-        if row is None:
-            return None
-        data: dict[str, Any] = json.loads(row["result"])
-        data.update(ledgered_at=row["ledgered_at"], duplicate_of=row["duplicate_of"])
-        return data
+        return None if row is None else _full(row)
 
     def rows(self) -> Iterator[sqlite3.Row]:
         yield from self._conn.execute(
@@ -285,13 +320,14 @@ class LedgerReader:
             writer = csv.writer(out)
             writer.writerow(EXPORT_COLUMNS)
             for row in self.rows():
-                writer.writerow([row[c] for c in EXPORT_COLUMNS])
+                writer.writerow(
+                    [_source_path(row) if c == "source_path" else row[c] for c in EXPORT_COLUMNS]
+                )
                 n += 1
             return n
         out.write("[")
         for row in self.rows():
-            data = json.loads(row["result"])
-            data.update(ledgered_at=row["ledgered_at"], duplicate_of=row["duplicate_of"])
+            data = _full(row)
             out.write(("," if n else "") + "\n  " + json.dumps(data, ensure_ascii=False))
             n += 1
         out.write("\n]\n" if n else "]\n")
