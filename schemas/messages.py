@@ -182,7 +182,7 @@ class AgentStatus(Message):
     agent_id: AgentId
     kind: Literal["capture", "inference", "ledger"]
     version: str = Field(description="framewire version the agent runs.")
-    state: Literal["starting", "running", "draining"]
+    state: Literal["starting", "running", "degraded", "draining"]
     started_at: AwareDatetime
     reported_at: AwareDatetime
     uptime_s: float = Field(ge=0)

@@ -519,8 +519,8 @@ async def test_a_full_state_disk_degrades_capture_which_recovers_without_loss(
             names = [f"during-{i}.jpg" for i in range(60)]
             for i, name in enumerate(names):
                 write(p.captures / name, jpeg_bytes(i + 1, size=(64, 48)))
-            await until(lambda: any(s.details.get("degraded") for s in statuses()), what="degraded")
-            reason = next(s for s in statuses() if s.details.get("degraded")).details
+            await until(lambda: any(s.state == "degraded" for s in statuses()), what="degraded")
+            reason = next(s for s in statuses() if s.state == "degraded").details
             assert "database or disk is full" in str(reason["degraded_reason"])
             # new files wait: the state takes no row while it cannot write
             rows_while_full = len(capture_rows(p.state_db))
@@ -536,7 +536,7 @@ async def test_a_full_state_disk_degrades_capture_which_recovers_without_loss(
                 timeout=120,
                 what="every frame once the disk has room",
             )
-            await until(lambda: statuses()[-1].details.get("degraded") is False, what="recovered")
+            await until(lambda: statuses()[-1].state == "running", what="recovered")
             assert statuses()[-1].details.get("degraded_reason") is None
             await asyncio.sleep(1.0)
             stop.set()

@@ -3,9 +3,9 @@
 When the state database cannot be written ("database or disk is full", a read-only or
 failing disk), a frame can be neither recorded nor marked sent, and going on would lose
 track of it. So the call is retried with backoff while the agent reports itself degraded
-(status details `degraded` and `degraded_reason`, a log line once): whatever waits on the
-call (taking new files, sending) waits with it, and all goes on without a restart once the
-database writes again.
+(state `degraded` with the reason, in status, Home Assistant and metrics; a log line
+once): whatever waits on the call (taking new files, sending) waits with it, and all goes
+on without a restart once the database writes again.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class StateGuard:
         # calls now waiting to be retried: while one is, a write that happens to succeed
         # (an UPDATE needs no new page) does not end the degraded state
         self._retrying = 0
-        runtime.details.update(degraded=False, degraded_reason=None)
 
     async def call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, retried with backoff for as long as the database cannot be written."""
@@ -78,7 +77,7 @@ class StateGuard:
             f"cannot write the capture state database ({root_cause(err)}) while {what}; "
             "new files wait and nothing is lost; retrying"
         )
-        self.runtime.details.update(degraded=True, degraded_reason=reason)
+        self.runtime.set_degraded(reason)
         if self.degraded_since is None:
             self.degraded_since = time.monotonic()
             logger.error("degraded: %s (database %s)", reason, self.state.path)
@@ -92,4 +91,4 @@ class StateGuard:
             time.monotonic() - self.degraded_since,
         )
         self.degraded_since = None
-        self.runtime.details.update(degraded=False, degraded_reason=None)
+        self.runtime.set_degraded(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 import aiomqtt
 
@@ -88,7 +89,23 @@ class LedgerAgent:
                 ErrorKind.SCHEMA_INVALID,
                 f"result for station {result.station!r} arrived on the topic of {station!r}",
             )
-        recorded = await self.store.record(result)
+        try:
+            recorded = await self.store.record(result)
+        except sqlite3.OperationalError as err:
+            # A full or read-only disk: stay up and say so. The result is not acknowledged,
+            # so the capture station resends its frame and nothing is lost.
+            self.runtime.counters["ledger.write_failures"] += 1
+            if self.runtime.degraded_reason is None:
+                logger.error("cannot write the ledger %s: %s", self.store.path, err)
+            self.runtime.set_degraded(
+                f"cannot write the ledger database ({err}); results are not acknowledged "
+                "and capture stations resend them; retrying with each result"
+            )
+            await self.runtime.publish_status()
+            raise MessageError(ErrorKind.PROCESSING_ERROR, f"not ledgered: {err}") from None
+        if self.runtime.degraded_reason is not None:
+            logger.warning("the ledger database writes again (%s)", self.store.path)
+            self.runtime.set_degraded(None)
         if recorded.inserted:
             self.runtime.counters["results.ledgered"] += 1
             self.latency.observe(
@@ -120,16 +137,23 @@ class LedgerAgent:
 
 async def run(settings: LedgerSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the ledger agent until `stop` is set or SIGTERM/SIGINT arrives."""
-    runtime = AgentRuntime(settings, "ledger", persistent=True)
     async with LedgerStore(settings.ledger_path) as store:
-        agent = LedgerAgent(settings, runtime, store)
-        runtime.subscribe(runtime.topics.all_results(), agent.on_result)
-        if settings.backup_keep > 0:
-            runtime.schedule(
-                "backup",
-                agent.backup,
-                trigger="cron",
-                hour=settings.backup_hour,
-                minute=settings.backup_minute,
-            )
-        await runtime.run({}, stop=stop)
+        await serve(settings, store, stop=stop)
+
+
+async def serve(
+    settings: LedgerSettings, store: LedgerStore, *, stop: asyncio.Event | None = None
+) -> None:
+    """`run` on a ledger already open (a caller that wants to reach it)."""
+    runtime = AgentRuntime(settings, "ledger", persistent=True)
+    agent = LedgerAgent(settings, runtime, store)
+    runtime.subscribe(runtime.topics.all_results(), agent.on_result)
+    if settings.backup_keep > 0:
+        runtime.schedule(
+            "backup",
+            agent.backup,
+            trigger="cron",
+            hour=settings.backup_hour,
+            minute=settings.backup_minute,
+        )
+    await runtime.run({}, stop=stop)

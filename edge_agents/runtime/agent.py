@@ -128,7 +128,8 @@ class AgentRuntime:
         self.counters: Counter[str] = Counter()
         self.details: dict[str, str | int | float | bool | None] = {}
         self.connected = asyncio.Event()
-        self.state: Literal["starting", "running", "draining"] = "starting"
+        self.state: Literal["starting", "running", "degraded", "draining"] = "starting"
+        self.degraded_reason: str | None = None
         self._gauges: dict[str, Callable[[], int]] = {}
         self._subs: list[Subscription] = []
         self._client: aiomqtt.Client | None = None
@@ -198,6 +199,18 @@ class AgentRuntime:
 
     async def _reply(self, topic: str, response: CommandResponse, props: Properties) -> None:
         await self.publish(topic, encode_json(response), properties=props)
+
+    def set_degraded(self, reason: str | None) -> None:
+        """Report the agent degraded (up, but unable to do its work: a full disk, say) with
+        a reason a person can act on, or, with None, running again. Shown in status, Home
+        Assistant, metrics and `systemctl status`."""
+        if reason == self.degraded_reason:
+            return
+        self.degraded_reason = reason
+        self.details["degraded_reason"] = reason
+        if self.state in ("running", "degraded"):
+            self.state = "degraded" if reason else "running"
+        self._notifier.notify(f"STATUS={'degraded: ' + reason if reason else 'running'}")
 
     def gauge(self, name: str, read: Callable[[], int]) -> None:
         """Report `read()` as a queue depth in every status message (and a HA sensor)."""
@@ -528,7 +541,7 @@ class AgentRuntime:
                 )
         self._client = client
         if self.state == "starting":
-            self.state = "running"
+            self.state = "degraded" if self.degraded_reason else "running"
         await client.publish(
             self.topics.availability(self.agent_id), Availability.ONLINE.value, qos=1, retain=True
         )

@@ -56,6 +56,13 @@ class _RuntimeCollector(Collector):
         )
         connected.add_metric([agent], 1.0 if rt.connected.is_set() else 0.0)
         yield connected
+        degraded = GaugeMetricFamily(
+            "framewire_degraded",
+            "1 while the agent is up but cannot do its work (status says why)",
+            labels=["agent"],
+        )
+        degraded.add_metric([agent], 1.0 if rt.state == "degraded" else 0.0)
+        yield degraded
         uptime = GaugeMetricFamily("framewire_uptime_seconds", "Agent uptime", labels=["agent"])
         uptime.add_metric([agent], rt.uptime())
         yield uptime
