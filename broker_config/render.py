@@ -187,6 +187,9 @@ def render_acl(plan: BrokerPlan) -> str:
                 f"topic write {t.frames(acc.station)}",
                 f"topic read {t.acks(acc.station)}",
                 f"topic read {t.results(acc.station)}",
+                # who is online: frames wait while no inference agent is
+                f"topic read {t.all_availability()}",
+                f"topic read {t.all_status()}",
             ]
         elif acc.role == "inference":
             lines += [

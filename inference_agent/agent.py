@@ -199,7 +199,11 @@ class InferenceAgent:
 
 async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the inference agent until `stop` is set or SIGTERM/SIGINT arrives."""
-    runtime = AgentRuntime(settings, "inference", persistent=True)
+    # A member of a share group keeps no session: Mosquitto goes on dealing shares to an
+    # offline persistent member, so a dead box would sit on its share of the stream until
+    # it came back. Without a session its share goes to the live members, and capture
+    # resends what the dead one held as soon as its Last Will says it is gone.
+    runtime = AgentRuntime(settings, "inference", persistent=not settings.share_group)
     pipeline = await asyncio.to_thread(build_pipeline, settings, agent_id=runtime.agent_id)
     agent = InferenceAgent(settings, runtime, pipeline)
     topics = runtime.topics

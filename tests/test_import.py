@@ -119,8 +119,10 @@ def test_import_memory_does_not_grow_with_the_folder(pipeline: Pipeline) -> None
 
 def test_capture_status_counts_states_and_shows_the_oldest_pending(pipeline: Pipeline) -> None:
     p = pipeline
+    # no inference or ledger, and capture told to send anyway: frames stay pending
+    p.agents["capture"].env["FRAMEWIRE_WAIT_FOR_INFERENCE"] = "false"
     with observer(p) as rec:
-        p.start("capture")  # no inference or ledger: frames stay pending
+        p.start("capture")
         wait_online(rec, p, USERS["capture"])
         for i in range(3):
             (p.captures / f"p{i}.jpg").write_bytes(jpeg_bytes(i))

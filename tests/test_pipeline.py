@@ -358,26 +358,56 @@ def test_a_result_for_a_frame_nobody_sent_is_dead_lettered(pipeline: Pipeline) -
         )
 
 
-@pytest.mark.parametrize("kind", ["ledger", "inference"])
-def test_persistent_sessions_keep_messages_while_an_agent_is_down(
-    pipeline: Pipeline, kind: str
+def test_the_ledgers_persistent_session_keeps_results_while_it_is_down(
+    pipeline: Pipeline,
 ) -> None:
     """No resend can explain these rows (the capture agent would wait 10 minutes): the
-    broker kept the messages in the agent's MQTT 5 session (for inference, a shared
-    subscription) while it was stopped."""
+    broker kept the results in the ledger's MQTT 5 session while it was stopped."""
     p = pipeline
     t = TopicTree(p.broker.prefix)
     p.agents["capture"].env["FRAMEWIRE_ACK_TIMEOUT"] = "600"
     with observer(p) as rec:
         p.start()
         wait_online(rec, p, *USERS.values())
-        assert p.agents[kind].terminate() == 0
+        assert p.agents["ledger"].terminate() == 0
         for i in range(5):
             (p.captures / f"while-down-{i}.jpg").write_bytes(jpeg_bytes(i))
-        wait_until(lambda: len(rec.on(t.frames(STATION))) == 5, what="5 frames sent")
+        wait_until(lambda: len(rec.on(t.results(STATION))) == 5, what="5 results")
         time.sleep(0.5)
         assert ledger_rows(p.ledger_db) == []
-        p.agents[kind].start()
+        p.agents["ledger"].start()
         wait_until(lambda: len(ledger_rows(p.ledger_db)) == 5, what="queued results ledgered")
         capture = decode_json(AgentStatus, rec.on(t.status(USERS["capture"]))[-1].payload)
         assert capture.counters.get("frames.resent", 0) == 0
+
+
+def test_capture_holds_frames_while_no_inference_agent_is_online(pipeline: Pipeline) -> None:
+    """A shared subscription with no member drops what is published to it; capture reads
+    the retained availability topics and holds its frames until an inference agent is
+    back, then sends each once (no resend: the timer would wait 10 minutes)."""
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    p.agents["capture"].env["FRAMEWIRE_ACK_TIMEOUT"] = "600"
+    with observer(p) as rec:
+        p.start()
+        wait_online(rec, p, *USERS.values())
+        assert p.agents["inference"].terminate() == 0
+        for i in range(5):
+            (p.captures / f"while-down-{i}.jpg").write_bytes(jpeg_bytes(i))
+
+        def capture_status() -> AgentStatus:
+            return decode_json(AgentStatus, rec.on(t.status(USERS["capture"]))[-1].payload)
+
+        wait_until(
+            lambda: (
+                len(capture_rows(p.state_db)) == 5
+                and capture_status().details.get("inference_online") == 0
+            ),
+            what="5 frames recorded, and held",
+        )
+        time.sleep(1.0)
+        assert rec.on(t.frames(STATION)) == []
+        p.agents["inference"].start()
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) == 5, what="held frames ledgered")
+        assert len(rec.on(t.frames(STATION))) == 5
+        assert capture_status().counters.get("frames.resent", 0) == 0

@@ -35,6 +35,7 @@ from edge_agents.capture.watcher import FolderWatcher
 from edge_agents.runtime import AgentRuntime
 from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import status_sensor
+from edge_agents.runtime.presence import AgentPresence
 from schemas import (
     ErrorKind,
     FrameMeta,
@@ -93,6 +94,11 @@ class CaptureAgent:
         self._wake = asyncio.Event()
         self._truncated_looks: dict[str, int] = {}  # relpath -> looks while it may be growing
         self.guard = StateGuard(state, runtime)
+        self.presence = AgentPresence(runtime.topics)
+        self.presence.on_offline(self._inference_went_offline)
+        runtime.on_connect(self._resend_after_reconnect)
+        self._resend_pending = False
+        self._holding_said = False
         runtime.gauge("watcher_pending", lambda: self.watcher.pending)
         runtime.gauge("in_flight", lambda: self.in_flight)
         runtime.details.update(
@@ -259,6 +265,45 @@ class CaptureAgent:
         """Look for frames to send now."""
         self._wake.set()
 
+    def subscribe(self) -> None:
+        """Acknowledgements and results for this station, and who is online."""
+        topics = self.runtime.topics
+        self.runtime.subscribe(topics.acks(self.settings.station), self.on_ack)
+        self.runtime.subscribe(topics.results(self.settings.station), self.on_result)
+        self.runtime.subscribe(topics.all_availability(), self.presence.on_availability)
+        self.runtime.subscribe(topics.all_status(), self.presence.on_status)
+
+    # --- who can take frames --------------------------------------------------------------
+    def _inference_went_offline(self, agent: str, kind: str) -> None:
+        """A dead inference agent took the frames the broker had dealt it, and its session
+        with them (shared-subscription members keep none): send those again now rather than
+        after ack_timeout. The ledger writes a frame once, so a frame that was in fact
+        answered costs a cache lookup, never a second row."""
+        if kind == "inference":
+            self._resend_pending = True
+            self.wake()
+
+    def _resend_after_reconnect(self) -> None:
+        # the broker may have restarted and lost what it held for the inference agents
+        self._resend_pending = True
+        self.wake()
+
+    def _no_inference_online(self) -> bool:
+        online = self.presence.online("inference")
+        self.runtime.details["inference_online"] = len(online)
+        if online or not self.settings.wait_for_inference:
+            if self._holding_said:
+                logger.info("inference online (%s): sending frames", ", ".join(online))
+                self._holding_said = False
+            return False
+        if not self._holding_said:
+            self._holding_said = True
+            logger.warning(
+                "holding frames: no inference agent is online (wait_for_inference); they are "
+                "sent as soon as one is"
+            )
+        return True
+
     # --- sending ---------------------------------------------------------------------------
     async def publish_loop(self) -> None:
         while True:
@@ -267,6 +312,23 @@ class CaptureAgent:
             if self.paused:
                 await self._wake.wait()
                 continue
+            if self._no_inference_online():
+                self.presence.changed.clear()
+                wake = asyncio.ensure_future(self._wake.wait())
+                changed = asyncio.ensure_future(self.presence.changed.wait())
+                try:
+                    await asyncio.wait({wake, changed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+                    changed.cancel()
+                continue
+            if self._resend_pending:
+                self._resend_pending = False
+                n = await self.guard.call(
+                    "resending frames", lambda: self.state.resend_now(time.time())
+                )
+                if n:
+                    logger.info("resending %d frame(s) no inference agent has answered", n)
             due, self.in_flight = await self.guard.call(
                 "choosing frames to send",
                 lambda: self.state.due(time.time(), self.settings.max_in_flight),
@@ -424,7 +486,6 @@ async def serve(
     """`run` on a state database already open (a caller that wants to reach it)."""
     runtime = AgentRuntime(settings, "capture", persistent=True)
     agent = CaptureAgent(settings, runtime, state)
-    runtime.subscribe(runtime.topics.acks(settings.station), agent.on_ack)
-    runtime.subscribe(runtime.topics.results(settings.station), agent.on_result)
+    agent.subscribe()
     runtime.schedule("prune", agent.prune, trigger="cron", hour=settings.prune_hour, jitter=600)
     await runtime.run({"watch": agent.watch, "publish": agent.publish_loop}, stop=stop)

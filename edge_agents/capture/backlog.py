@@ -61,8 +61,7 @@ async def run_import(
             n = await state.retry_quarantined(now=0.0)
             logger.info("retrying %d quarantined frame(s)", n)
         agent = CaptureAgent(settings, runtime, state, live=False)
-        runtime.subscribe(runtime.topics.acks(settings.station), agent.on_ack)
-        runtime.subscribe(runtime.topics.results(settings.station), agent.on_result)
+        agent.subscribe()
         scanned = asyncio.Event()
 
         async def scan() -> None:

@@ -48,6 +48,12 @@ class CaptureSettings(AgentSettings):
         "written: it is looked at again, with backoff, and quarantined only once unchanged "
         "for this long. Unset: max(10 x settle_seconds, 10 s).",
     )
+    wait_for_inference: bool = Field(
+        default=True,
+        description="Hold frames while no inference agent is online (read from the "
+        "retained availability topics) instead of publishing them to a shared subscription "
+        "with no member, where the broker drops them.",
+    )
     rescan_interval: float = Field(
         default=60.0, gt=0, description="Seconds between full rescans of the folder."
     )

@@ -248,6 +248,14 @@ def _mark_published(
     )
 
 
+def _resend_now(conn: sqlite3.Connection, now: float) -> int:
+    """Make every frame that no inference agent has answered yet due at once."""
+    return conn.execute(
+        "UPDATE frames SET next_attempt = ? WHERE state = 'published' AND next_attempt > ?",
+        (now, now),
+    ).rowcount
+
+
 def _advance(
     conn: sqlite3.Connection, frame_id: str, state: FrameState, now: float
 ) -> FrameState | None:
@@ -374,6 +382,10 @@ class CaptureState:
         self, frame_id: str, attempt: int, next_attempt: float, now: float
     ) -> None:
         await self._db.run(_mark_published, frame_id, attempt, next_attempt, now)
+
+    async def resend_now(self, now: float) -> int:
+        """Published frames not yet inferred become due now; returns how many."""
+        return await self._db.run(_resend_now, now)
 
     async def advance(self, frame_id: str, state: FrameState, now: float) -> FrameState | None:
         return await self._db.run(_advance, frame_id, state, now)

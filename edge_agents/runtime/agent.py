@@ -132,6 +132,7 @@ class AgentRuntime:
         self.degraded_reason: str | None = None
         self._gauges: dict[str, Callable[[], int]] = {}
         self._subs: list[Subscription] = []
+        self._connect_hooks: list[Callable[[], None]] = []
         self._client: aiomqtt.Client | None = None
         self._accepting = True
         self._started_at = utc_now()
@@ -166,6 +167,11 @@ class AgentRuntime:
     def subscribe(self, topic: str, handler: Handler, *, match: str | None = None) -> None:
         """Register `handler` for `topic` (QoS 1); call before `run`."""
         self._subs.append(Subscription(topic=topic, match=match or topic, handler=handler))
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` each time a connection is up and subscribed (after a broker
+        restart, say, when what the broker held for others may be gone)."""
+        self._connect_hooks.append(callback)
 
     def command(self, name: str, handler: CommandHandler) -> None:
         """Answer requests `name` on this agent's request topic with `handler(args)`."""
@@ -546,6 +552,8 @@ class AgentRuntime:
             self.topics.availability(self.agent_id), Availability.ONLINE.value, qos=1, retain=True
         )
         self.connected.set()
+        for hook in self._connect_hooks:
+            hook()
         await self.publish_status()
         await self.home_assistant.announce()
         if not self._ready_sent:

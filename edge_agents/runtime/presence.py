@@ -1,0 +1,83 @@
+"""Which agents are online, and of which kind, read from the retained topics every agent
+publishes: availability (`online`, or the Last Will's `offline`) and status (its kind).
+
+Capture uses it to hold frames while no inference agent is online (a shared subscription
+with no member drops what is published to it) and to resend at once what a dead inference
+agent held, instead of waiting out the acknowledgement timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from schemas import AgentStatus, Availability, ErrorKind, MessageError, TopicTree, decode_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Seen:
+    online: bool = False
+    kind: str | None = None
+
+
+class AgentPresence:
+    """Online agents by kind; `changed` is set whenever the set of online agents changes."""
+
+    def __init__(self, topics: TopicTree) -> None:
+        self.topics = topics
+        self._agents: dict[str, _Seen] = {}
+        self.changed = asyncio.Event()
+        self._went_offline: list[Callable[[str, str], None]] = []
+
+    def on_offline(self, callback: Callable[[str, str], None]) -> None:
+        """Call `callback(agent_id, kind)` when an agent of a known kind goes offline."""
+        self._went_offline.append(callback)
+
+    def online(self, kind: str) -> list[str]:
+        return sorted(a for a, s in self._agents.items() if s.online and s.kind == kind)
+
+    async def on_availability(self, message: aiomqtt.Message) -> None:
+        agent = self.topics.segment(message.topic.value, 1)
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            online = Availability(payload.decode("ascii")) is Availability.ONLINE
+        except (UnicodeDecodeError, ValueError):
+            raise MessageError(
+                ErrorKind.MALFORMED, f"availability of {agent!r} is neither online nor offline"
+            ) from None
+        self._update(agent, online=online)
+
+    async def on_status(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        if not payload:  # a retained status cleared
+            return
+        agent = self.topics.segment(message.topic.value, 1)
+        status = decode_json(AgentStatus, payload)
+        if status.agent_id != agent:
+            raise MessageError(
+                ErrorKind.SCHEMA_INVALID,
+                f"status of {status.agent_id!r} arrived on the topic of {agent!r}",
+            )
+        seen = self._agents.setdefault(agent, _Seen())
+        if seen.kind != status.kind:
+            seen.kind = status.kind
+            if seen.online:
+                self.changed.set()
+
+    def _update(self, agent: str, *, online: bool) -> None:
+        seen = self._agents.setdefault(agent, _Seen())
+        if seen.online == online:
+            return
+        seen.online = online
+        self.changed.set()
+        if seen.kind is not None:
+            logger.info("%s agent %s is %s", seen.kind, agent, "online" if online else "offline")
+            if not online:
+                for callback in self._went_offline:
+                    callback(agent, seen.kind)

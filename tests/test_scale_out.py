@@ -1,0 +1,65 @@
+"""Several inference boxes in one share group: a dead one's share goes to the live ones
+within seconds, without restarting it and without waiting for a resend timer."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from schemas import AgentStatus, TopicTree, decode_json
+from tests.conftest import USERS, AgentProcess, Pipeline, jpeg_bytes, wait_until
+from tests.test_pipeline import ledger_rows, observer, wait_online
+
+pytestmark = pytest.mark.integration
+
+
+def more_inference(p: Pipeline, n: int) -> list[AgentProcess]:
+    """`n` inference agents besides the pipeline's own, each with its own id and data."""
+    base = p.agents["inference"]
+    extra = []
+    for i in range(2, n + 2):
+        agent_id = f"{USERS['inference']}-{i}"
+        env = dict(base.env, FRAMEWIRE_AGENT_ID=agent_id)
+        env["FRAMEWIRE_DATA_DIR"] = str(p.root / agent_id)
+        box = dataclasses.replace(base, env=env, log=p.root / f"{agent_id}.log")
+        p.agents[agent_id] = box  # the fixture stops it with the others
+        extra.append(box)
+    return extra
+
+
+def test_a_killed_inference_box_does_not_hold_back_its_share(pipeline: Pipeline) -> None:
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    # the resend timer alone would wait 10 minutes: only failover can meet the bound below
+    p.agents["capture"].env["FRAMEWIRE_ACK_TIMEOUT"] = "600"
+    p.agents["capture"].env["FRAMEWIRE_MAX_IN_FLIGHT"] = "60"
+    boxes = [p.agents["inference"], *more_inference(p, 2)]
+    with observer(p) as rec:
+        p.start("ledger")
+        for box in boxes:
+            box.start()
+        ids = [box.env["FRAMEWIRE_AGENT_ID"] for box in boxes]
+        wait_online(rec, p, USERS["ledger"], *ids)
+        p.start("capture")
+        wait_online(rec, p, USERS["capture"])
+        for i in range(30):
+            (p.captures / f"a{i:02d}.jpg").write_bytes(jpeg_bytes(i, size=(640, 480)))
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) >= 5, what="first rows")
+        victim = boxes[1]
+        victim.kill()
+        for i in range(30, 60):
+            (p.captures / f"a{i:02d}.jpg").write_bytes(jpeg_bytes(i, size=(640, 480)))
+        killed_at = time.monotonic()
+        # the bound: well inside one ack timeout (600 s); failover takes seconds
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) >= 60, timeout=60, what="every frame")
+        elapsed = time.monotonic() - killed_at
+        time.sleep(1)
+    rows = ledger_rows(p.ledger_db)
+    assert len(rows) == 60 and len({r["frame_id"] for r in rows}) == 60
+    assert elapsed < 600
+    served = {r["agent_id"] for r in rows}
+    assert served >= {ids[0], ids[2]}  # the live boxes took the stream
+    capture = decode_json(AgentStatus, rec.on(t.status(USERS["capture"]))[-1].payload)
+    assert capture.details.get("inference_online") == 2
