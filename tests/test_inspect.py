@@ -86,3 +86,14 @@ def test_read_bounded_refuses_large_files_without_reading_them(tmp_path: Path) -
     with pytest.raises(FrameRejectedError) as exc:
         read_bounded(empty, LIMITS)
     assert exc.value.kind == ErrorKind.EMPTY
+
+
+@pytest.mark.parametrize("size", [(20000, 2), (2, 20000), (3000, 8)])
+def test_refuses_a_sliver_that_would_exhaust_the_ocr(size: tuple[int, int]) -> None:
+    # a few KiB, under the pixel limit, yet the text detector would scale its short side up
+    data = encoded("JPEG", size=size)
+    assert len(data) < 100_000
+    with pytest.raises(FrameRejectedError) as exc:
+        inspect_image(data, ImageLimits(max_bytes=1_000_000, max_pixels=50_000_000))
+    assert exc.value.kind == ErrorKind.DECOMPRESSION_BOMB
+    assert "max_aspect_ratio" in exc.value.reason or "max_side" in exc.value.reason

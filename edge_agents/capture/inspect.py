@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
 from schemas import ErrorKind
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -31,6 +32,16 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
     formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+    max_side: int = ShapeLimits.max_side
+    max_aspect_ratio: float = ShapeLimits.max_aspect_ratio
+
+    @property
+    def shape(self) -> ShapeLimits:
+        return ShapeLimits(
+            max_pixels=self.max_pixels,
+            max_side=self.max_side,
+            max_aspect_ratio=self.max_aspect_ratio,
+        )
 
 
 @dataclass(frozen=True)
@@ -124,12 +135,10 @@ def inspect_image(data: bytes, limits: ImageLimits) -> Inspection:
         raise FrameRejectedError(ErrorKind.NOT_IMAGE, f"unreadable image header: {err}") from None
     with image:
         width, height = image.size
-        if width * height > limits.max_pixels:
-            raise FrameRejectedError(
-                ErrorKind.DECOMPRESSION_BOMB,
-                f"image is {width}x{height} = {width * height:,} pixels, over the "
-                f"{limits.max_pixels:,} limit (max_pixels)",
-            )
+        try:  # the same rule the inference agent applies before it decodes a frame
+            check_shape(width, height, limits.shape)
+        except ImageShapeError as err:
+            raise FrameRejectedError(err.kind, f"image is {err.reason}") from None
         fmt = image.format or ""
         try:
             # Decode every byte of the stream; JPEGs decode at 1/8 scale, which still reads

@@ -35,6 +35,15 @@ class CaptureSettings(AgentSettings):
     max_pixels: int = Field(
         default=50_000_000, gt=0, description="Largest image accepted, pixels (bomb guard)."
     )
+    max_side: int = Field(
+        default=20_000, gt=0, description="Longest side of an image accepted, pixels."
+    )
+    max_aspect_ratio: float = Field(
+        default=10.0,
+        ge=1,
+        description="Widest long-to-short side ratio accepted (a thin sliver of an image "
+        "would make the OCR allocate gigabytes).",
+    )
     allowed_formats: list[Literal["JPEG", "PNG", "WEBP"]] = Field(
         default=["JPEG", "PNG", "WEBP"], description="Image types accepted, found by content."
     )
@@ -94,6 +103,8 @@ class CaptureSettings(AgentSettings):
             max_bytes=self.max_frame_bytes,
             max_pixels=self.max_pixels,
             formats=tuple(self.allowed_formats),
+            max_side=self.max_side,
+            max_aspect_ratio=self.max_aspect_ratio,
         )
 
     @property
