@@ -125,38 +125,76 @@ def _distance(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
+def _candidates(
+    conn: sqlite3.Connection, r: InferenceResult, *, later: bool
+) -> tuple[list[sqlite3.Row], int]:
+    """Rows that `r` may re-capture (captured before it) or that may re-capture `r`
+    (`later`), by perceptual hash, with the distance that counts as the same picture."""
+    # captured_at is compared as (after, at) so one constant query serves both sides
+    at = r.captured_at.isoformat()
+    after = 1 if later else 0
+    card = r.card
+    if card is not None and card.status == "identified":
+        rows = conn.execute(
+            "SELECT frame_id, phash, duplicate_of FROM results WHERE set_name = ?"
+            " AND card_number = ? AND card_name = ? AND card_status = 'identified'"
+            " AND phash IS NOT NULL AND captured_at != ? AND (captured_at > ?) = ?"
+            " ORDER BY captured_at",
+            (card.set_name, card.card_number, card.card_name, at, at, after),
+        ).fetchall()
+        return rows, SAME_CARD_DISTANCE
+    rows = conn.execute(
+        "SELECT frame_id, phash, duplicate_of FROM (SELECT frame_id, phash, captured_at,"
+        " duplicate_of FROM results WHERE phash IS NOT NULL ORDER BY rowid DESC LIMIT ?)"
+        " WHERE captured_at != ? AND (captured_at > ?) = ? ORDER BY captured_at",
+        (LOOKALIKE_WINDOW, at, at, after),
+    ).fetchall()
+    return rows, LOOKALIKE_DISTANCE
+
+
 def _find_duplicate(conn: sqlite3.Connection, r: InferenceResult) -> str | None:
-    """The earliest frame this one re-captures: the same bytes, or the same identified card
-    looking the same, or (unidentified) a near-identical picture."""
+    """The earliest frame captured before this one that it re-captures: the same bytes, or
+    the same identified card looking the same, or (unidentified) a near-identical picture."""
     row = conn.execute(
-        "SELECT frame_id FROM results WHERE sha256 = ? AND frame_id != ?"
+        "SELECT frame_id FROM results WHERE sha256 = ? AND frame_id != ? AND captured_at < ?"
         " ORDER BY captured_at LIMIT 1",
-        (r.sha256, r.frame_id),
+        (r.sha256, r.frame_id, r.captured_at.isoformat()),
     ).fetchone()
     if row is not None:
         return str(row[0])
     if r.phash is None:
         return None
-    card = r.card
-    if card is not None and card.status == "identified":
-        rows = conn.execute(
-            "SELECT frame_id, phash FROM results WHERE set_name = ? AND card_number = ?"
-            " AND card_name = ? AND card_status = 'identified' AND phash IS NOT NULL"
-            " ORDER BY captured_at",
-            (card.set_name, card.card_number, card.card_name),
-        ).fetchall()
-        limit = SAME_CARD_DISTANCE
-    else:
-        rows = conn.execute(
-            "SELECT frame_id, phash FROM (SELECT frame_id, phash, captured_at FROM results"
-            " WHERE phash IS NOT NULL ORDER BY rowid DESC LIMIT ?) ORDER BY captured_at",
-            (LOOKALIKE_WINDOW,),
-        ).fetchall()
-        limit = LOOKALIKE_DISTANCE
-    for frame_id, phash in rows:
-        if _distance(phash, r.phash) <= limit:
-            return str(frame_id)
+    rows, limit = _candidates(conn, r, later=False)
+    for candidate in rows:
+        if _distance(candidate["phash"], r.phash) <= limit:
+            return str(candidate["frame_id"])
     return None
+
+
+def _adopt_later_captures(conn: sqlite3.Connection, r: InferenceResult, original: str) -> None:
+    """Results reach the ledger in any order: frames captured after `r` that re-capture it
+    and were ledgered first now name the earliest capture, `original`."""
+    earlier = conn.execute(
+        "SELECT captured_at FROM results WHERE frame_id = ?", (original,)
+    ).fetchone()
+    cutoff = earlier[0] if earlier else r.captured_at.isoformat()
+    later = [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT frame_id FROM results WHERE sha256 = ? AND captured_at > ?",
+            (r.sha256, r.captured_at.isoformat()),
+        )
+    ]
+    if r.phash is not None:
+        rows, limit = _candidates(conn, r, later=True)
+        later += [str(row["frame_id"]) for row in rows if _distance(row["phash"], r.phash) <= limit]
+    for frame_id in set(later):
+        conn.execute(
+            "UPDATE results SET duplicate_of = ? WHERE frame_id = ? AND frame_id != ?"
+            " AND (duplicate_of IS NULL OR duplicate_of IN"
+            " (SELECT frame_id FROM results WHERE captured_at > ?))",
+            (original, frame_id, original, cutoff),
+        )
 
 
 def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
@@ -209,6 +247,7 @@ def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
                 r.model_dump_json(),
             ),
         )
+        _adopt_later_captures(conn, r, duplicate_of or r.frame_id)
     return Recorded(inserted=True, ledgered_at=now, status=r.status, duplicate_of=duplicate_of)
 
 
