@@ -1,7 +1,10 @@
 """The `framewire` command line: the app and every command registered on it."""
 
 from framewire import cli_admin, cli_pipeline, cli_views  # noqa: F401 - they register commands
+from framewire.cli_catalog import catalog_app
 from framewire.cli_common import app
+
+app.add_typer(catalog_app, name="catalog")
 
 __all__ = ["app"]
 

@@ -122,6 +122,11 @@ class CardRecognition(Message):
     metadata: dict[str, str] = Field(
         default_factory=dict, description="Extra catalog columns of the matched card."
     )
+    review_reason: str | None = Field(
+        default=None,
+        description="Why the card is not identified, for a person: what was read and which "
+        "catalog cards it fits.",
+    )
 
 
 class InferenceResult(Message):

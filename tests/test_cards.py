@@ -1,4 +1,4 @@
-"""Catalog loading and card matching: pure logic on real files, no broker."""
+"""Catalog loading, card numbers and matching: pure logic on real files, no broker."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from inference_agent.cards.catalog import CatalogError, CatalogSource, load_catalog, normalise
-from inference_agent.cards.matcher import CardMatcher, OcrLine, read_hp, read_numbers
+from inference_agent.cards.catalog import CatalogError, CatalogSource, load_catalog
+from inference_agent.cards.matcher import CardMatcher, Match, OcrLine, read_hp, read_numbers
+from inference_agent.cards.names import normalise
+from inference_agent.cards.numbers import Fit, fit, number_shape, parse_number, read_number
+from inference_agent.cards.recognizer import to_recognition
 
 HEADER = "name,set,number,rarity,market_price"
 
@@ -44,7 +47,8 @@ def test_catalog_reads_prices_metadata_and_unicode(tmp_path: Path) -> None:
     (card,) = load_catalog(path).cards
     assert card.name == "Flabébé" and card.market_price == 1.25
     assert card.metadata == {"hp": "70", "illustrator": "Jo Artist"}
-    assert card.number_key == (7, 102) and card.key == "flabebe"
+    assert card.number == "007/102" and card.key == "flabebe"
+    assert card.parsed_number is not None and card.parsed_number.key == "7/102"
 
 
 def test_catalog_with_a_bom_and_crlf_still_reads(tmp_path: Path) -> None:
@@ -105,7 +109,8 @@ def test_catalog_source_reloads_on_change_and_keeps_the_old_one_on_error(
 
 
 def test_parsing_numbers_and_hp_tolerates_ocr_confusions() -> None:
-    assert read_numbers(lines("O25/l65", "junk", "7 / 102")) == [(25, 165), (7, 102)]
+    read = read_numbers(lines("O25/l65", "junk", "7 / 102", "HP 120"))
+    assert [r.text for r in read] == ["O25/l65", "7/102"]  # slashes joined, HP left out
     assert read_hp(lines("Emberwing", "HP 120")) == 120
     assert read_hp(lines("120HP")) == 120
     assert read_hp(lines("Attack 40")) is None
@@ -155,3 +160,276 @@ def test_threshold_is_configurable(catalog: Path) -> None:
     assert CardMatcher().match(load_catalog(catalog), text).status == "identified"
     strict = CardMatcher(threshold=0.99).match(load_catalog(catalog), text)
     assert strict.status == "needs_review"
+
+
+# --- card numbers as printed -------------------------------------------------------------
+
+FULL, PARTIAL, SAME_TOTAL, NONE = Fit.FULL, Fit.PARTIAL, Fit.SAME_TOTAL, Fit.NONE
+
+
+@pytest.mark.parametrize(
+    ("catalog_number", "read", "expected"),
+    [
+        # Pokémon: leading zeros, either padding, secret rares above the set total
+        ("025/165", "025/165", FULL),
+        ("025/165", "25/165", FULL),
+        ("4/102", "004/102", FULL),
+        ("172/165", "172/165", FULL),
+        ("025/165", "O25/l65", FULL),  # O/0, l/1 where the catalog has digits
+        ("058/120", "O5B/I2O", FULL),  # B/8, I/1
+        ("055/198", "OSS/198", FULL),  # S/5
+        ("025/165", "025", PARTIAL),  # the set total did not read
+        ("025/165", "026/165", SAME_TOTAL),  # another card of the set
+        ("025/165", "025/198", NONE),  # the same number in another set
+        ("025/165", "252/165", SAME_TOTAL),
+        # gallery, shiny vault, radiant collection, promos: with or without the total
+        ("TG05/TG30", "TG05/TG30", FULL),
+        ("TG05/TG30", "tg 05/tg 30", FULL),
+        ("TG05/TG30", "TGO5/TG3O", FULL),
+        ("TG05", "TG05/TG30", FULL),  # the Pokémon TCG API keeps no total
+        ("TG05", "TG5", FULL),
+        ("TG05", "T605", NONE),  # a catalog letter must read as that letter
+        ("SV049/SV094", "SV49/SV94", FULL),
+        ("SWSH050", "SWSH050", FULL),
+        ("SWSH050", "SWSH 050", FULL),
+        ("SWSH050", "SWSHO5O", FULL),
+        ("SWSH050", "SWSH051", NONE),
+        ("RC12/RC32", "RC12/RC32", FULL),
+        ("RC12", "RC12/RC32", FULL),
+        ("H01", "H1/H32", FULL),
+        ("24a", "24A", FULL),
+        ("15A1", "15a1", FULL),
+        # Magic collector numbers
+        ("169z", "169z", FULL),
+        ("169", "169/303", FULL),
+        ("169", "0169", FULL),
+        ("154s", "154s", FULL),
+        ("154s", "1545", NONE),  # the catalog's `s` is a letter: no S/5 there
+        ("154s", "154", NONE),
+        ("PLC-30", "PLC-30", FULL),
+        ("PLC-30", "PLC30", FULL),
+        ("1★", "1★", FULL),
+        ("1★", "1", PARTIAL),  # the star may not read: not certain, not excluded
+        ("1", "1★", NONE),  # a star that reads is another printing
+        ("72†", "72†", FULL),
+        ("2", "2/2", PARTIAL),  # power/toughness is no collector number
+        ("2", "2", PARTIAL),
+        # Yu-Gi-Oh set codes
+        ("LOB-EN001", "LOB-EN001", FULL),
+        ("LOB-EN001", "LOBEN001", FULL),
+        ("LOB-EN001", "lob-en001", FULL),
+        ("LOB-EN001", "LOB-ENOO1", FULL),
+        ("LOB-EN001", "L0B-EN001", NONE),  # letters stay letters
+        ("LOB-EN001", "LOB-001", NONE),  # another printing
+        ("LOB-001", "LOB-001", FULL),
+        ("MP20-EN126", "MP20-EN126", FULL),
+        ("MP20-EN126", "MP2O-EN126", FULL),
+        ("MP20-EN126", "MP20-EN127", NONE),
+        ("LDK2-ENK01", "LDK2-ENK01", FULL),
+        ("LDK2-ENK01", "LDK2-ENKO1", FULL),
+        ("RA01-EN051", "RAO1-EN051", FULL),
+    ],
+)
+def test_a_number_as_read_fits_the_catalog_number_as_printed(
+    catalog_number: str, read: str, expected: Fit
+) -> None:
+    number, reading = parse_number(catalog_number), read_number(read)
+    assert number is not None and reading is not None
+    assert fit(reading, number) == expected
+    if expected is FULL:
+        assert reading.loose == number.loose  # so the index finds it in the number's bucket
+
+
+def test_numbers_compare_without_case_separators_or_leading_zeros() -> None:
+    def key(text: str) -> str:
+        number = parse_number(text)
+        assert number is not None
+        return number.key
+
+    assert key("004/165") == key("4/165") == "4/165"
+    assert key("TG05/TG30") == key("tg5 / tg30") == "TG5/TG30"
+    assert key("LOB-EN001") == key("lob en 001") == "LOBEN1"
+    assert key("\uff11\uff12\uff13") == "123"  # full-width digits
+    assert key("123-045") != key("12-345")  # digit runs stay apart
+    assert parse_number("") is None and parse_number("★") is None and parse_number("—") is None
+    assert [number_shape(n) for n in ("025/165", "TG05/TG30", "LOB-EN001", "169z", "1★")] == [
+        "N/N",
+        "AN/AN",
+        "A-AN",
+        "NA",
+        "N★",
+    ]
+
+
+def test_names_normalise_the_same_on_both_sides() -> None:
+    assert normalise("Nidoran ♀") == normalise("Nidoran♀") != normalise("Nidoran♂")
+    assert normalise("Farfetch'd") == normalise("Farfetch\N{RIGHT SINGLE QUOTATION MARK}d")
+    assert normalise("Farfetch'd") == normalise("Farfetchd")
+    assert normalise("Mr. Mime") == normalise("Mr Mime") == "mrmime"
+    assert normalise("Flabébé") == normalise("FLABEBE") == "flabebe"
+    assert normalise("Porygon2") == "porygon2" != normalise("Porygon-Z")
+    assert normalise("Æther Vial") == normalise("Aether Vial")
+
+
+# --- matching across number formats ------------------------------------------------------
+
+PRINTINGS = (
+    "Galmor,Emberfall,012/120,Common,0.10",
+    "Galmor V,Emberfall,049/120,Ultra Rare,4.20",
+    "Kricketune V,Brilliant Stars Trainer Gallery,TG05,Ultra Rare,2.50",
+    "Zeraora V,Astral Radiance,TG05/TG30,Ultra Rare,2.00",
+    "Belquil's Galros,Black Star Promos,SWSH141,Promo,3.00",
+    "Nidoran ♀,Jungle,57/64,Common,0.35",
+    "Nidoran ♂,Jungle,58/64,Common,0.35",
+    "Farfetch'd,Base,27/102,Uncommon,1.10",
+    "Mr. Mime,Jungle,6/64,Rare Holo,",
+    "Porygon2,Sword & Shield,172/202,Rare Secret,0.75",
+    "Ineffable Blessing,Unstable,169z,Rare,0.45",
+    "Anguished Unmaking,Shadows over Innistrad Promos,154s,Rare,7.80",
+    "Damnation,The List,PLC-30,Rare,38.00",
+    "Sol Ring,Secret Lair Drop,72†,Rare,15.00",
+    "Ugin the Ineffable,War of the Spark,2★,Uncommon,12.00",
+    "Ugin the Ineffable,War of the Spark,2,Rare,0.90",
+    "Lightning Bolt,Magic 2010,146,Common,1.99",
+    "Lightning Bolt,Double Masters 2022,117,Uncommon,1.25",
+    "Blue-Eyes White Dragon,Legend of Blue Eyes White Dragon,LOB-EN001,Ultra Rare,106.23",
+    "Blue-Eyes White Dragon,Legend of Blue Eyes White Dragon,LOB-001,Ultra Rare,150.50",
+    "Blue-Eyes White Dragon,Legendary Decks II,LDK2-ENK01,Common,1.48",
+    "Dark Magician,2020 Tin of Lost Memories,MP20-EN126,Common,",
+    "Pot of Greed,Rarity Collection,RA01-EN051,Super Rare,2.00",
+    "Pot of Greed,Rarity Collection,RA01-EN051,Secret Rare,6.00",
+)
+
+
+@pytest.fixture
+def printings(tmp_path: Path) -> Path:
+    return write(tmp_path / "printings.csv", *PRINTINGS)
+
+
+def match(path: Path, *texts: str) -> Match:
+    return CardMatcher().match(load_catalog(path), lines(*texts))
+
+
+@pytest.mark.parametrize(
+    ("texts", "name", "number"),
+    [
+        (
+            ("Belquil's Galros", "HP 210", "SWSH141", "BlackStarPromos"),
+            "Belquil's Galros",
+            "SWSH141",
+        ),
+        (("Belquil's Galros HP 210", "SWSH141"), "Belquil's Galros", "SWSH141"),  # one line
+        (("Kricketune V", "TG05/TG30"), "Kricketune V", "TG05"),
+        (("Zeraora V", "TGO5/TG3O"), "Zeraora V", "TG05/TG30"),
+        (("Nidoran♀", "57/64"), "Nidoran ♀", "57/64"),
+        (("Nidoran ♂", "058/064"), "Nidoran ♂", "58/64"),
+        (("Farfetch\N{RIGHT SINGLE QUOTATION MARK}d", "27/102"), "Farfetch'd", "27/102"),
+        (("Mr Mime", "6/64"), "Mr. Mime", "6/64"),
+        (("Porygon2", "172/202"), "Porygon2", "172/202"),
+        (("Ineffable Blessing", "169z"), "Ineffable Blessing", "169z"),
+        (("Anguished Unmaking", "154s"), "Anguished Unmaking", "154s"),
+        (("Damnation", "PLC-30"), "Damnation", "PLC-30"),
+        (("Ugin the Ineffable", "2★"), "Ugin the Ineffable", "2★"),
+        (("Ugin the Ineffable", "2*"), "Ugin the Ineffable", "2★"),  # how OCR reads a star
+        (("Sol Ring", "72t"), "Sol Ring", "72†"),  # ... and a dagger
+        (("Lightning Bolt", "0146", "M10 • EN"), "Lightning Bolt", "146"),
+        (("Lightning Bolt", "117/332"), "Lightning Bolt", "117"),
+        (("Blue-Eyes White Dragon", "LOB-ENOO1"), "Blue-Eyes White Dragon", "LOB-EN001"),
+        (("Blue-Eyes White Dragon", "LOB-001"), "Blue-Eyes White Dragon", "LOB-001"),
+        (("Blue-Eyes White Dragon", "LDK2-ENK01"), "Blue-Eyes White Dragon", "LDK2-ENK01"),
+        (("Dark Magician", "ATK/2500 DEF/2100", "MP20- EN126"), "Dark Magician", "MP20-EN126"),
+    ],
+)
+def test_every_number_format_identifies_when_name_and_number_read(
+    printings: Path, texts: tuple[str, ...], name: str, number: str
+) -> None:
+    m = match(printings, *texts)
+    assert m.status == "identified", m.reason
+    assert m.best is not None and (m.best.card.name, m.best.card.number) == (name, number)
+    assert m.reason is None
+
+
+def test_another_cards_number_with_this_name_is_review_with_the_reason(printings: Path) -> None:
+    m = match(printings, "Galmor", "HP 70", "049/120")
+    assert m.status == "needs_review"
+    assert m.reason == "name reads 'Galmor', number 049/120 is Galmor V (Emberfall 049/120)"
+    m = match(printings, "Dark Magician", "LOB-EN001")
+    assert m.status == "needs_review" and m.reason is not None
+    assert "number LOB-EN001 is Blue-Eyes White Dragon" in m.reason
+
+
+def test_a_name_alone_never_identifies(printings: Path) -> None:
+    for name in ("Belquil's Galros", "Damnation", "Blue-Eyes White Dragon", "Lightning Bolt"):
+        m = match(printings, name, "Illus. Someone")
+        assert m.status == "needs_review" and m.best is not None and m.best.card.name == name
+        assert m.reason is not None and m.reason.startswith("number unreadable; name reads")
+    m = match(printings, "Lightning Bolt")
+    assert m.reason == (
+        "number unreadable; name reads 'Lightning Bolt' (Magic 2010 146, Double Masters 2022 117)"
+    )
+
+
+def test_a_number_that_fits_two_printings_is_review(printings: Path) -> None:
+    m = match(printings, "Pot of Greed", "RA01-EN051")
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("two printings fit: Pot of Greed (Rarity Collection RA01-EN051,")
+    assert "Super Rare" in m.reason and "Secret Rare" in m.reason
+    # the star did not read: the plain `2` and the `2★` printing both fit
+    m = match(printings, "Ugin the Ineffable", "0002")
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("two printings fit")
+
+
+def test_a_short_or_incomplete_number_is_review(printings: Path) -> None:
+    m = match(printings, "Galmor V", "049")
+    assert m.status == "needs_review"
+    assert m.reason == "number reads only '049', short of 049/120 (Galmor V, Emberfall)"
+    m = match(printings, "Ugin the Ineffable", "2")  # 1-2 digits alone: rules text as often
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("number reads only '2', which fits 2 printings")
+
+
+def test_a_number_in_no_printing_of_the_name_is_review(printings: Path) -> None:
+    m = match(printings, "Galmor V", "133/200")
+    assert m.status == "needs_review"
+    assert m.reason == (
+        "name reads 'Galmor V', but number 133/200 is not one of its printings (Emberfall 049/120)"
+    )
+
+
+def test_no_mix_of_one_cards_name_and_anothers_number_is_ever_identified(
+    printings: Path,
+) -> None:
+    catalog = load_catalog(printings)
+    matcher = CardMatcher()
+    for a in catalog.cards:
+        for b in catalog.cards:
+            if a.key == b.key:
+                continue
+            m = matcher.match(catalog, lines(a.name, b.number))
+            if m.status != "identified":
+                continue
+            # only a card whose own number is what was read (Kricketune V's `TG05` is in
+            # Zeraora V's `TG05/TG30`) and whose own name is what was read, or reads like
+            # it (Galmor / Galmor V)
+            assert m.best is not None and m.best.number_fit == Fit.FULL, (a.name, b.number)
+            assert m.best.card.key == a.key or m.best.card is b, (a.name, b.number)
+            assert m.best.name_score >= 0.85, (a.name, b.number)
+
+
+def test_unknown_cards_say_why(printings: Path) -> None:
+    assert match(printings).reason == "no text read"
+    m = match(printings, "Quazorvix", "HP 60")
+    assert m.status == "unknown" and m.reason == "nothing read matches a catalog card"
+
+
+def test_the_reason_reaches_the_recognition_result(printings: Path) -> None:
+    review = to_recognition(match(printings, "Galmor", "049/120"), ["Galmor", "049/120"])
+    assert review.status == "needs_review" and review.card_number == "049/120"
+    data = review.model_dump()
+    reason = data["review_reason"]
+    assert reason == "name reads 'Galmor', number 049/120 is Galmor V (Emberfall 049/120)"
+    identified = to_recognition(match(printings, "Galmor V", "049/120"), [])
+    assert identified.status == "identified"
+    assert "review_reason" not in identified.metadata
+    assert identified.model_dump().get("review_reason") is None

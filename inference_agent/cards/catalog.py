@@ -1,51 +1,61 @@
 """The card catalog: a CSV file `name,set,number,rarity,market_price` (+ any extra columns,
-kept as metadata), loaded, validated and indexed for matching; reloaded when it changes."""
+kept as metadata), loaded, validated and indexed for matching; reloaded when it changes.
+
+Numbers are kept as the card prints them (`025/165`, `TG05/TG30`, `LOB-EN001`, `169z`) and
+indexed by their loose key (see `numbers`), names by their normalised form.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
-import re
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from inference_agent.cards.names import clean_name
+from inference_agent.cards.names import normalise as normalise
+from inference_agent.cards.numbers import CardNumber, parse_number
 
 logger = logging.getLogger(__name__)
 
 REQUIRED = ("name", "set", "number", "rarity", "market_price")
-_NUMBER_RE = re.compile(r"^\s*([0-9]{1,4})\s*/\s*([0-9]{1,4})\s*$")
+_LOGGED_WARNINGS = 20  # the rest are counted: a big catalog may repeat thousands of rows
 
 
 class CatalogError(ValueError):
     """The catalog file cannot be used; the message names the file, line and column."""
 
 
-def normalise(text: str) -> str:
-    """Compare text the way OCR reads it: accents off, case folded, only letters and digits."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return "".join(c for c in plain.casefold() if c.isalnum())
+def printing_key(
+    name: str, set_name: str, number: str, rarity: str, parsed: CardNumber | None = None
+) -> tuple[str, str, str]:
+    """What makes two rows the same printing: set, number (as compared) and rarity.
 
-
-def parse_number(text: str) -> tuple[int, int] | None:
-    """'025/165' -> (25, 165); None for anything else."""
-    m = _NUMBER_RE.match(text)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    Rarity counts because some sets print one number in several rarities (Yu-Gi-Oh's
+    `RA01-EN001` as Super, Ultra and Secret Rare); a number with no digit falls back to the
+    name, so such rows are not all one printing.
+    """
+    parsed = parsed or parse_number(number)
+    ident = parsed.key if parsed else f"{normalise(number)}:{normalise(name)}"
+    return (normalise(set_name), ident, normalise(rarity))
 
 
 @dataclass(frozen=True)
 class CatalogCard:
     name: str
     set_name: str
-    number: str
+    number: str  # as printed
     rarity: str
     market_price: float | None
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     key: str = ""  # normalised name
     set_key: str = ""
-    number_key: tuple[int, int] | None = None
+    parsed_number: CardNumber | None = None  # None: no digit to match, never identified
+
+
+NumberBucket = dict[CardNumber, list[CatalogCard]]  # distinct numbers: each is checked once
 
 
 @dataclass
@@ -53,17 +63,52 @@ class Catalog:
     path: Path | None
     cards: list[CatalogCard]
     warnings: list[str] = field(default_factory=list)
-    by_number: dict[tuple[int, int], list[CatalogCard]] = field(default_factory=dict)
+    # numbers without a set total (`TG05`, `LOB-EN001`, `169`), by loose key
+    by_number: dict[str, NumberBucket] = field(default_factory=dict)
+    # numbers with one (`025/165`), by the loose keys of both parts
+    by_number_total: dict[tuple[str, str], NumberBucket] = field(default_factory=dict)
+    by_name: dict[str, list[CatalogCard]] = field(default_factory=dict)  # by normalised name
+    names: list[str] = field(default_factory=list)  # the keys of by_name, for fuzzy search
     set_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for card in self.cards:
-            if card.number_key is not None:
-                self.by_number.setdefault(card.number_key, []).append(card)
+            number = card.parsed_number
+            if number is not None:
+                bucket = (
+                    self.by_number.setdefault(number.loose, {})
+                    if number.total_loose is None
+                    else self.by_number_total.setdefault((number.loose, number.total_loose), {})
+                )
+                bucket.setdefault(number, []).append(card)
+            self.by_name.setdefault(card.key, []).append(card)
+        self.names = list(self.by_name)
         self.set_keys = sorted({c.set_key for c in self.cards if c.set_key})
 
     def __len__(self) -> int:
         return len(self.cards)
+
+
+def make_card(
+    name: str,
+    set_name: str,
+    number: str,
+    rarity: str,
+    market_price: float | None,
+    metadata: dict[str, str] | None = None,
+) -> CatalogCard:
+    name, set_name = clean_name(name), clean_name(set_name)
+    return CatalogCard(
+        name=name,
+        set_name=set_name,
+        number=number.strip(),
+        rarity=rarity.strip(),
+        market_price=market_price,
+        metadata=metadata or {},
+        key=normalise(name),
+        set_key=normalise(set_name),
+        parsed_number=parse_number(number),
+    )
 
 
 def _price(value: str, where: str) -> float | None:
@@ -98,7 +143,7 @@ def load_catalog(path: Path) -> Catalog:
         reader.fieldnames = header
         cards: list[CatalogCard] = []
         warnings: list[str] = []
-        seen: dict[tuple[str, str], int] = {}
+        seen: dict[tuple[str, str, str], int] = {}
         try:
             rows = list(enumerate(reader, start=2))
         except (csv.Error, UnicodeDecodeError) as err:
@@ -108,36 +153,32 @@ def load_catalog(path: Path) -> Catalog:
         if None in row:
             raise CatalogError(f"{where}: more fields than the header has")
         values = {k: (v or "").strip() for k, v in row.items()}
-        name = unicodedata.normalize("NFC", values["name"])
-        if not name:
+        if not values["name"]:
             raise CatalogError(f"{where}: name is empty")
-        set_name = unicodedata.normalize("NFC", values["set"])
-        number = values["number"]
-        ident = (normalise(set_name), number.lstrip("0"))
+        extra = {k: v for k, v in values.items() if k not in REQUIRED and k}
+        card = make_card(
+            values["name"],
+            values["set"],
+            values["number"],
+            values["rarity"],
+            _price(values["market_price"], where),
+            extra,
+        )
+        ident = printing_key(card.name, card.set_name, card.number, card.rarity, card.parsed_number)
         if ident in seen:
             warnings.append(
-                f"{where}: {name!r} {set_name} {number} repeats line {seen[ident]}; kept the first"
+                f"{where}: {card.name!r} {card.set_name} {card.number} repeats line "
+                f"{seen[ident]}; kept the first"
             )
             continue
         seen[ident] = line
-        extra = {k: v for k, v in values.items() if k not in REQUIRED and k}
-        cards.append(
-            CatalogCard(
-                name=name,
-                set_name=set_name,
-                number=number,
-                rarity=values["rarity"],
-                market_price=_price(values["market_price"], where),
-                metadata=extra,
-                key=normalise(name),
-                set_key=normalise(set_name),
-                number_key=parse_number(number),
-            )
-        )
+        cards.append(card)
     if not cards:
         raise CatalogError(f"catalog {path} has no cards")
-    for w in warnings:
+    for w in warnings[:_LOGGED_WARNINGS]:
         logger.warning("catalog: %s", w)
+    if len(warnings) > _LOGGED_WARNINGS:
+        logger.warning("catalog: %d more repeated rows", len(warnings) - _LOGGED_WARNINGS)
     return Catalog(path=path, cards=cards, warnings=warnings)
 
 

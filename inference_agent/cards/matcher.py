@@ -1,22 +1,36 @@
-"""From OCR lines to a catalog card: parse name, number and HP, then fuzzy-match.
+"""From OCR lines to a catalog card: read name, number and HP, then match.
 
 Tuned so that a wrong `identified` is rarer than a `needs_review`: a card is identified only
-when its name reads clearly, its printed number agrees, and no other card comes close.
+when its name reads clearly, its printed number fits (`numbers.fit`), and no other card
+comes close. A name alone never identifies a card. Anything short of that is
+`needs_review`, with a reason a person can act on (`review`).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from rapidfuzz import fuzz, process
 
-from inference_agent.cards.catalog import Catalog, CatalogCard, normalise
+from inference_agent.cards.catalog import Catalog, CatalogCard
+from inference_agent.cards.names import normalise
+from inference_agent.cards.numbers import Fit, NumberReading, fit, read_number
+from inference_agent.cards.review import review_reason, unknown_reason
 
-_NUMBER = re.compile(r"([0-9OoIl|SB]{1,4})\s*/\s*([0-9OoIl|SB]{1,4})")
 _HP = re.compile(r"(?:HP\s*([0-9]{2,3}))|(?:([0-9]{2,3})\s*HP)", re.IGNORECASE)
-_DIGIT_FIXES = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "|": "1", "S": "5", "B": "8"})
+_SLASH = re.compile(r"\s*/\s*")
+_MAX_READINGS = 400  # words taken as possible numbers, per card photo
+# what OCR makes of a symbol after a collector number (`72†` -> `72t`, `1★` -> `1*`)
+_SYMBOL_MISREADS = {"t": "†", "+": "†", "*": "★"}
+_NUMBER_SCORES = {Fit.FULL: 1.0, Fit.PARTIAL: 0.6, Fit.SAME_TOTAL: 0.2}
+_NAMES_PER_LINE = 5
+_NAME_CUTOFF = 60  # a name less like any line than this is not worth a look (ratio, %)
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,9 @@ class Candidate:
     name_score: float
     number_score: float
     set_score: float
+    name_read: str = ""  # the OCR line the card's name reads best in
+    number_read: str = ""  # the reading its number fits best, if any fits
+    number_fit: Fit = Fit.NONE
 
 
 @dataclass(frozen=True)
@@ -39,19 +56,38 @@ class Match:
     status: Literal["identified", "needs_review", "unknown"]
     best: Candidate | None
     candidates: list[Candidate]
-    numbers: list[tuple[int, int]]
+    numbers: list[str]  # what was read as a card number: it fits one, or reads like 025/165
     hp: int | None
+    reason: str | None = None  # why it is not identified, for a person; None when it is
 
 
-def read_numbers(lines: list[OcrLine]) -> list[tuple[int, int]]:
-    found = []
+def read_numbers(lines: list[OcrLine]) -> list[NumberReading]:
+    """Every word (and pair of adjacent words, for `LOB- EN001`) that could be a number.
+
+    Slashes join what is around them (`025 / 165`), the HP reading is left out, and a
+    letter OCR reads for a trailing symbol is tried as that symbol too.
+    """
+    found: dict[str, NumberReading] = {}
     for line in lines:
-        for a, b in _NUMBER.findall(line.text):
-            try:
-                found.append((int(a.translate(_DIGIT_FIXES)), int(b.translate(_DIGIT_FIXES))))
-            except ValueError:
-                continue
-    return found
+        text = _SLASH.sub("/", _HP.sub(" ", unicodedata.normalize("NFKC", line.text)))
+        words = text.split()
+        pairs = [a + b for a, b in itertools.pairwise(words) if _has_digit(a + b)]
+        for word in (*words, *pairs):
+            for text in (word, *_as_symbol(word)):
+                reading = read_number(text)
+                if reading is not None and reading.text not in found:
+                    found[reading.text] = reading
+            if len(found) >= _MAX_READINGS:
+                return list(found.values())
+    return list(found.values())
+
+
+def _as_symbol(word: str) -> list[str]:
+    """`72t` may be `72†` misread: both are tried, and the catalog says which exists."""
+    last = word[-1:]
+    if last in _SYMBOL_MISREADS and len(word) > 1 and word[-2].isdigit():
+        return [word[:-1] + _SYMBOL_MISREADS[last]]
+    return []
 
 
 def read_hp(lines: list[OcrLine]) -> int | None:
@@ -60,6 +96,32 @@ def read_hp(lines: list[OcrLine]) -> int | None:
         if m:
             return int(m.group(1) or m.group(2))
     return None
+
+
+def _has_digit(text: str) -> bool:
+    return any("0" <= c <= "9" for c in text)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What was read off one photo, prepared for scoring."""
+
+    raw: dict[str, str]  # normalised line -> the line as read (the first, if repeated)
+    numbers: list[NumberReading]
+    hp: int | None
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.raw)
+
+
+def _read(lines: list[OcrLine]) -> _Reading:
+    raw: dict[str, str] = {}
+    for line in lines:
+        key = normalise(_HP.sub(" ", line.text))  # `Belquil's Galros HP 210` is the name
+        if key:
+            raw.setdefault(key, line.text.strip())
+    return _Reading(raw, read_numbers(lines), read_hp(lines))
 
 
 class CardMatcher:
@@ -77,24 +139,18 @@ class CardMatcher:
         self.plausible = plausible
 
     def match(self, catalog: Catalog, lines: list[OcrLine]) -> Match:
-        texts = [normalise(line.text) for line in lines if line.text.strip()]
-        texts = [t for t in texts if t]
-        numbers = read_numbers(lines)
-        hp = read_hp(lines)
+        read = _read(lines)
         pool: dict[int, CatalogCard] = {}
-        for number in numbers:
-            for card in catalog.by_number.get(number, []):
+        numbers: dict[str, None] = {r.text: None for r in read.numbers if r.slashed}
+        for reading in read.numbers:
+            for card in _fitting(catalog, reading):
                 pool[id(card)] = card
-        keys = [c.key for c in catalog.cards]
-        for text in texts:
-            for _, _, index in process.extract(text, keys, scorer=fuzz.ratio, limit=5):
-                card = catalog.cards[index]
+                numbers[reading.text] = None
+        for key in _names_like(catalog, read.keys):
+            for card in catalog.by_name[key]:
                 pool[id(card)] = card
-        scored = sorted(
-            (self._score(card, texts, numbers, hp) for card in pool.values()),
-            key=lambda c: c.confidence,
-            reverse=True,
-        )
+        scored = self._score(list(pool.values()), read, numbers_read=bool(numbers))
+        number_list = list(numbers)
         best = scored[0] if scored else None
         plausible = best is not None and (
             best.confidence >= self.plausible
@@ -102,7 +158,8 @@ class CardMatcher:
             or (best.number_score == 1.0 and best.name_score >= 0.5)
         )
         if best is None or not plausible:
-            return Match("unknown", None, scored[:3], numbers, hp)
+            reason = unknown_reason(best, bool(read.raw))
+            return Match("unknown", None, scored[:3], number_list, read.hp, reason)
         runner_up = scored[1].confidence if len(scored) > 1 else 0.0
         # another card whose name reads better means name and number disagree: ask a person
         best_name = max(c.name_score for c in scored)
@@ -110,37 +167,106 @@ class CardMatcher:
             best.confidence >= self.threshold
             and best.name_score >= self.min_name_score
             and best.name_score >= best_name - 0.05
-            and best.number_score == 1.0
+            and best.number_fit == Fit.FULL
             and best.confidence - runner_up >= self.margin
         )
-        return Match("identified" if clear else "needs_review", best, scored[:3], numbers, hp)
+        if clear:
+            return Match("identified", best, scored[:3], number_list, read.hp)
+        reason = review_reason(
+            scored,
+            catalog,
+            number_list,
+            read.hp,
+            threshold=self.threshold,
+            margin=self.margin,
+            min_name_score=self.min_name_score,
+        )
+        return Match("needs_review", best, scored[:3], number_list, read.hp, reason)
 
-    @staticmethod
     def _score(
-        card: CatalogCard, texts: list[str], numbers: list[tuple[int, int]], hp: int | None
-    ) -> Candidate:
-        name_score = max((fuzz.ratio(card.key, t) for t in texts), default=0.0) / 100
-        if card.number_key is not None and card.number_key in numbers:
-            number_score = 1.0
-        elif not numbers:
-            number_score = 0.4  # nothing legible: no evidence either way
-        elif card.number_key is not None and any(n[1] == card.number_key[1] for n in numbers):
-            number_score = 0.2  # same set size, another number
-        else:
-            number_score = 0.0
-        set_score = (
-            max((fuzz.ratio(card.set_key, t) for t in texts), default=0.0) / 100
-            if card.set_key
-            else 0.0
+        self, cards: list[CatalogCard], read: _Reading, *, numbers_read: bool
+    ) -> list[Candidate]:
+        names = _best_of(list({c.key: None for c in cards}), read.keys)
+        sets = _best_of(list({c.set_key: None for c in cards if c.set_key}), read.keys)
+        out = []
+        for card in cards:
+            name_score, name_line = names.get(card.key, (0.0, ""))
+            level, number_read = _number_fit(card, read.numbers)
+            # no number legible is no evidence either way; a number that is another card's is
+            number_score = _NUMBER_SCORES.get(level, 0.0 if numbers_read else 0.4)
+            set_score = sets.get(card.set_key, (0.0, ""))[0]
+            confidence = 0.55 * name_score + 0.35 * number_score + 0.10 * set_score
+            card_hp = card.metadata.get("hp", "")
+            if read.hp is not None and card_hp.isdigit() and int(card_hp) != read.hp:
+                confidence -= 0.1  # printed HP disagrees with the catalog
+            out.append(
+                Candidate(
+                    card=card,
+                    confidence=round(max(0.0, min(1.0, confidence)), 4),
+                    name_score=round(name_score, 4),
+                    number_score=number_score,
+                    set_score=round(set_score, 4),
+                    name_read=read.raw.get(name_line, ""),
+                    number_read=number_read,
+                    number_fit=level,
+                )
+            )
+        out.sort(key=lambda c: c.confidence, reverse=True)
+        return out
+
+
+def _fitting(catalog: Catalog, reading: NumberReading) -> Iterator[CatalogCard]:
+    """The cards whose number the reading fits in full: from its buckets of the index."""
+    buckets = [catalog.by_number.get(reading.loose)]
+    if reading.total_loose is not None:
+        buckets.append(catalog.by_number_total.get((reading.loose, reading.total_loose)))
+    for bucket in buckets:
+        for number, cards in (bucket or {}).items():
+            if fit(reading, number) == Fit.FULL:
+                yield from cards
+
+
+def _names_like(catalog: Catalog, keys: list[str]) -> set[str]:
+    """The catalog names closest to each line (at most 5 a line, none under 60 %)."""
+    if not keys or not catalog.names:
+        return set()
+    scores = process.cdist(
+        keys, catalog.names, scorer=fuzz.ratio, score_cutoff=_NAME_CUTOFF, dtype=np.uint8, workers=1
+    )
+    found: set[str] = set()
+    for row in scores:
+        top = (
+            np.argpartition(row, -_NAMES_PER_LINE)[-_NAMES_PER_LINE:]
+            if len(row) > _NAMES_PER_LINE
+            else range(len(row))
         )
-        confidence = 0.55 * name_score + 0.35 * number_score + 0.10 * set_score
-        card_hp = card.metadata.get("hp", "")
-        if hp is not None and card_hp.isdigit() and int(card_hp) != hp:
-            confidence -= 0.1  # printed HP disagrees with the catalog
-        return Candidate(
-            card=card,
-            confidence=round(max(0.0, min(1.0, confidence)), 4),
-            name_score=round(name_score, 4),
-            number_score=number_score,
-            set_score=round(set_score, 4),
-        )
+        found.update(catalog.names[i] for i in top if row[i])
+    return found
+
+
+def _best_of(choices: list[str], keys: list[str]) -> dict[str, tuple[float, str]]:
+    """For each choice: its best ratio (0..1) against the lines, and that line."""
+    if not choices or not keys:
+        return {}
+    scores = process.cdist(choices, keys, scorer=fuzz.ratio, workers=1)
+    best = scores.argmax(axis=1)
+    return {c: (float(scores[i, best[i]]) / 100, keys[best[i]]) for i, c in enumerate(choices)}
+
+
+def _number_fit(card: CatalogCard, readings: list[NumberReading]) -> tuple[Fit, str]:
+    """How well the best reading fits the card's number, and that reading."""
+    number = card.parsed_number
+    best: tuple[Fit, str] = (Fit.NONE, "")
+    if number is None:
+        return best
+    for reading in readings:
+        if reading.loose != number.loose and (
+            reading.total_loose is None or reading.total_loose != number.total_loose
+        ):
+            continue  # cannot fit: not the number, not the set total
+        level = fit(reading, number)
+        if level > best[0]:
+            best = (level, reading.text)
+            if level == Fit.FULL:
+                break
+    return best

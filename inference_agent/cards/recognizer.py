@@ -12,6 +12,7 @@ from schemas import CardCandidate, CardRecognition
 def to_recognition(match: Match, ocr_text: list[str]) -> CardRecognition:
     best = match.best
     card = best.card if best is not None and match.status != "unknown" else None
+    metadata = dict(card.metadata) if card else {}
     return CardRecognition(
         status=match.status,
         card_name=card.name if card else None,
@@ -31,7 +32,8 @@ def to_recognition(match: Match, ocr_text: list[str]) -> CardRecognition:
             )
             for c in match.candidates
         ],
-        metadata=dict(card.metadata) if card else {},
+        metadata=metadata,
+        review_reason=match.reason,
     )
 
 
