@@ -63,3 +63,48 @@ def test_a_killed_inference_box_does_not_hold_back_its_share(pipeline: Pipeline)
     assert served >= {ids[0], ids[2]}  # the live boxes took the stream
     capture = decode_json(AgentStatus, rec.on(t.status(USERS["capture"]))[-1].payload)
     assert capture.details.get("inference_online") == 2
+
+
+def test_two_capture_stations_share_one_ledger(pipeline: Pipeline) -> None:
+    """Each station sees only its own results and acknowledgements; the ledger holds both."""
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    base = p.agents["capture"]
+    second = p.root / "captures-2"
+    second.mkdir()
+    user = "capture-import"  # the broker fixture's second station is `import`
+    env = dict(
+        base.env,
+        FRAMEWIRE_STATION="import",
+        FRAMEWIRE_MQTT_USERNAME=user,
+        FRAMEWIRE_MQTT_PASSWORD_FILE=str(p.broker.password_file(user)),
+        FRAMEWIRE_AGENT_ID=user,
+        FRAMEWIRE_WATCH_DIR=str(second),
+        FRAMEWIRE_DATA_DIR=str(p.root / user),
+    )
+    p.agents[user] = dataclasses.replace(base, env=env, log=p.root / f"{user}.log")
+    with observer(p) as rec:
+        p.start("ledger", "inference", "capture", user)
+        wait_online(rec, p, *USERS.values(), user)
+        for i in range(10):
+            (p.captures / f"one-{i}.jpg").write_bytes(jpeg_bytes(i))
+            (second / f"two-{i}.jpg").write_bytes(jpeg_bytes(100 + i))
+        wait_until(lambda: len(ledger_rows(p.ledger_db)) == 20, what="both stations ledgered")
+
+        def status(agent: str) -> AgentStatus:
+            return decode_json(AgentStatus, rec.on(t.status(agent))[-1].payload)
+
+        wait_until(
+            lambda: (
+                status(USERS["capture"]).counters.get("frames.ledgered") == 10
+                and status(user).counters.get("frames.ledgered") == 10
+            ),
+            what="each station's own acknowledgements",
+        )
+        assert not rec.on(t.dead_letters(USERS["capture"]))
+        assert not rec.on(t.dead_letters(user))
+    rows = ledger_rows(p.ledger_db)
+    by_station = {r["station"] for r in rows if r["source_name"].startswith("one-")}
+    assert by_station == {"station-1"}
+    assert {r["station"] for r in rows if r["source_name"].startswith("two-")} == {"import"}
+    assert len({r["frame_id"] for r in rows}) == 20
