@@ -58,6 +58,8 @@ def decode_json(model: type[M], payload: bytes) -> M:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise MessageError(ErrorKind.MALFORMED, f"payload is not JSON: {err}") from None
+    except RecursionError:
+        raise MessageError(ErrorKind.MALFORMED, "payload is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise MessageError(ErrorKind.MALFORMED, "payload is JSON but not an object")
     version = data.get("schema_version")
