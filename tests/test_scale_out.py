@@ -10,9 +10,11 @@ import pytest
 
 from schemas import AgentStatus, TopicTree, decode_json
 from tests.conftest import USERS, AgentProcess, Pipeline, jpeg_bytes, wait_until
+from tests.test_hostile_images import peak_rss_mib
 from tests.test_pipeline import ledger_rows, observer, wait_online
 
 pytestmark = pytest.mark.integration
+CAPTURE_LEDGER_CEILING_MIB = 512
 
 
 def more_inference(p: Pipeline, n: int) -> list[AgentProcess]:
@@ -103,6 +105,10 @@ def test_two_capture_stations_share_one_ledger(pipeline: Pipeline) -> None:
         )
         assert not rec.on(t.dead_letters(USERS["capture"]))
         assert not rec.on(t.dead_letters(user))
+        # the memory ceilings the systemd units hold the agents to
+        for name in (USERS["capture"], user, "ledger"):
+            proc = p.agents["capture" if name == USERS["capture"] else name].proc
+            assert proc is not None and peak_rss_mib(proc.pid) < CAPTURE_LEDGER_CEILING_MIB
     rows = ledger_rows(p.ledger_db)
     by_station = {r["station"] for r in rows if r["source_name"].startswith("one-")}
     assert by_station == {"station-1"}
