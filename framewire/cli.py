@@ -3,8 +3,10 @@
 from framewire import cli_admin, cli_pipeline, cli_views  # noqa: F401 - they register commands
 from framewire.cli_catalog import catalog_app
 from framewire.cli_common import app
+from framewire.cli_setup import setup_app
 
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(setup_app, name="setup")
 
 __all__ = ["app"]
 

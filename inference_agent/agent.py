@@ -59,8 +59,10 @@ class InferenceAgent:
             status_sensor(
                 "last_confidence",
                 "Last confidence",
-                "{{ value_json.details.last_confidence | default(0, true) }}",
-                unit="",
+                # null until a card was seen: Home Assistant's unknown, not a confidence of 0
+                "{{ value_json.details.last_confidence | default(None) }}",
+                state_class="measurement",
+                suggested_display_precision=2,
             ),
             status_sensor(
                 "last_status",

@@ -54,6 +54,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = tool("systemd-analyze")
     units = installed_units(tmp_path)
     assert {u.name for u in units} == {
+        "framewire-broker.service",
         "framewire-capture.service",
         "framewire-inference.service",
         "framewire-ledger.service",
@@ -80,7 +81,22 @@ def test_units_are_hardened_to_an_exposure_of_2_or_lower(tmp_path: Path, agent: 
     text = unit.read_text()
     for needed in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "LoadCredential="):
         assert needed in text
+    assert "MemoryMax=" in text
     assert "PASSWORD=" not in text.upper().replace("MQTT_PASSWORD_FILE", "")
+    # every per-box value comes from framewire.toml, never from the unit
+    env = [line for line in text.splitlines() if line.startswith("Environment")]
+    assert env == ["Environment=FRAMEWIRE_CONFIG=/etc/framewire/framewire.toml"]
+
+
+def test_broker_unit_is_hardened_to_an_exposure_of_2_or_lower(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze")
+    unit = {u.name: u for u in installed_units(tmp_path)}["framewire-broker.service"]
+    out = subprocess.run(
+        [analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
+    assert found, out.stdout + out.stderr
+    assert float(found.group(1)) <= 2.0, out.stdout
 
 
 def test_agent_tells_systemd_ready_watchdog_and_stopping(pipeline: Pipeline) -> None:
@@ -181,7 +197,9 @@ def test_home_assistant_discovery_describes_every_agent_and_answers_its_birth(
             wait_until(lambda a=agent: discovery(ha_view, a), what=f"{agent} discovery")
         write_cards(p.captures, 2)
         wait_until(lambda: len(ledger_rows(p.ledger_db)) == 2, timeout=60, what="2 rows")
-        time.sleep(1.5)  # a status heartbeat with the results in it
+        code, answer = request(p, "ledger", "backup")  # so "Last backup" has a time
+        assert code == 0, answer
+        time.sleep(1.5)  # a status heartbeat with the results and the backup in it
         env = jinja2.Environment(autoescape=False)
         for agent in USERS.values():
             doc = discovery(ha_view, agent)[-1]

@@ -34,7 +34,7 @@ from edge_agents.capture.state import CaptureState, FileVersion, FrameRow
 from edge_agents.capture.watcher import FolderWatcher
 from edge_agents.runtime import AgentRuntime
 from edge_agents.runtime.commands import CommandResult, Scalar
-from edge_agents.runtime.homeassistant import status_sensor
+from edge_agents.runtime.homeassistant import Fact, StoredFacts
 from edge_agents.runtime.presence import AgentPresence
 from schemas import (
     ErrorKind,
@@ -107,23 +107,21 @@ class CaptureAgent:
             paused=False,
         )
         runtime.count_throughput("frames.published")
-        runtime.entities += [
-            status_sensor(
-                "ledgered",
-                "Frames ledgered",
-                "{{ value_json.counters['frames.ledgered'] | default(0) }}",
-                state_class="total_increasing",
-            ),
-            status_sensor(
-                "quarantined",
-                "Frames quarantined",
-                "{{ value_json.counters['frames.quarantined'] | default(0) }}",
-                state_class="total_increasing",
-            ),
-        ]
+        # from the state database, so a restart does not start them again from 0; it
+        # changes in many places (acks, quarantine, retries, prune), so it is polled
+        self.stored = StoredFacts(runtime, self._stored, poll=settings.status_interval)
+        # total, not total_increasing: the nightly prune forgets old ledgered frames
+        self.stored.count("ledgered", "Frames ledgered", unit="frames", state_class="total")
+        self.stored.count(
+            "quarantined", "Frames quarantined", unit="frames", state_class="measurement"
+        )
         runtime.command("pause", self.pause)
         runtime.command("resume", self.resume)
         runtime.command("prune", self._prune_now)
+
+    async def _stored(self) -> dict[str, Fact]:
+        counts = (await self.state.summary()).counts
+        return {"ledgered": counts["ledgered"], "quarantined": counts["quarantined"]}
 
     async def _prune_now(self, args: dict[str, Scalar]) -> CommandResult:
         return await self.prune(), {}
@@ -486,6 +484,8 @@ async def serve(
     """`run` on a state database already open (a caller that wants to reach it)."""
     runtime = AgentRuntime(settings, "capture", persistent=True)
     agent = CaptureAgent(settings, runtime, state)
+    await agent.stored.refresh()
     agent.subscribe()
     runtime.schedule("prune", agent.prune, trigger="cron", hour=settings.prune_hour, jitter=600)
-    await runtime.run({"watch": agent.watch, "publish": agent.publish_loop}, stop=stop)
+    tasks = {"watch": agent.watch, "publish": agent.publish_loop, "stored": agent.stored.run}
+    await runtime.run(tasks, stop=stop)

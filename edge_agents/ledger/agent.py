@@ -9,10 +9,10 @@ import sqlite3
 import aiomqtt
 
 from edge_agents.ledger.settings import LedgerSettings
-from edge_agents.ledger.store import LedgerStore
+from edge_agents.ledger.store import LedgerStore, newest_backup
 from edge_agents.runtime import AgentRuntime, CommandError
 from edge_agents.runtime.commands import CommandResult, Scalar
-from edge_agents.runtime.homeassistant import status_sensor
+from edge_agents.runtime.homeassistant import Fact, StoredFacts
 from schemas import (
     ErrorKind,
     InferenceResult,
@@ -33,41 +33,40 @@ class LedgerAgent:
         self.store = store
         runtime.details.update(ledger=str(store.path))
         runtime.count_throughput("results.ledgered")
-        runtime.entities += [
-            status_sensor(
-                "ledgered",
-                "Results ledgered",
-                "{{ value_json.counters['results.ledgered'] | default(0) }}",
-                state_class="total_increasing",
-            ),
-            status_sensor(
-                "recaptures",
-                "Re-captures found",
-                "{{ value_json.counters['results.recaptures'] | default(0) }}",
-                state_class="total_increasing",
-            ),
-            status_sensor(
-                "last_backup",
-                "Last backup",
-                "{{ value_json.details['job.backup.last'] | default('never', true) }}",
-                entity_category="diagnostic",
-            ),
-        ]
+        # from the ledger itself, so a restart does not start them again from 0
+        self.stored = StoredFacts(runtime, self._counts, self._last_backup)
+        self.stored.count(
+            "ledgered", "Results ledgered", unit="results", state_class="total_increasing"
+        )
+        self.stored.count(
+            "recaptures", "Re-captures found", unit="frames", state_class="total_increasing"
+        )
+        self.stored.timestamp("last_backup", "Last backup", entity_category="diagnostic")
         self.latency = runtime.metrics.histogram(
             "framewire_capture_to_ledger_seconds", "From the camera writing a file to its row"
         ).labels(agent=runtime.agent_id)
         runtime.command("replay", self.replay)
         runtime.command("backup", self._backup_now)
 
+    async def _counts(self) -> dict[str, Fact]:
+        rows, recaptures = await self.store.totals()
+        return {"ledgered": rows, "recaptures": recaptures}
+
+    async def _last_backup(self) -> dict[str, Fact]:
+        backed_up = await asyncio.to_thread(newest_backup, self.settings.backup_path)
+        return {"last_backup": backed_up.isoformat() if backed_up else None}
+
     async def _backup_now(self, args: dict[str, Scalar]) -> CommandResult:
         keep = self.settings.backup_keep or 1
         path = await self.store.backup(self.settings.backup_path, keep=keep)
+        await self.stored.refresh()
         return f"backed up to {path}", {"path": str(path)}
 
     async def backup(self) -> str:
         """Online backup (SQLite backup API: consistent while the agent writes), keeping the
         newest `backup_keep` copies."""
         path = await self.store.backup(self.settings.backup_path, keep=self.settings.backup_keep)
+        await self.stored.refresh()  # the last backup, and a full recount once a night
         return f"backed up to {path}"
 
     async def replay(self, args: dict[str, Scalar]) -> CommandResult:
@@ -108,11 +107,13 @@ class LedgerAgent:
             self.runtime.set_degraded(None)
         if recorded.inserted:
             self.runtime.counters["results.ledgered"] += 1
+            self.stored.add("ledgered")
             self.latency.observe(
                 max(0.0, (recorded.ledgered_at - result.captured_at).total_seconds())
             )
             if recorded.duplicate_of:
                 self.runtime.counters["results.recaptures"] += 1
+                self.stored.add("recaptures")
             card = result.card
             logger.info(
                 "ledgered %s from %s: %s%s",
@@ -147,6 +148,7 @@ async def serve(
     """`run` on a ledger already open (a caller that wants to reach it)."""
     runtime = AgentRuntime(settings, "ledger", persistent=True)
     agent = LedgerAgent(settings, runtime, store)
+    await agent.stored.refresh()
     runtime.subscribe(runtime.topics.all_results(), agent.on_result)
     if settings.backup_keep > 0:
         runtime.schedule(

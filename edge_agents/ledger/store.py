@@ -18,7 +18,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -272,6 +272,19 @@ def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
     return InferenceResult.model_validate_json(row["result"]) if row else None
 
 
+def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Rows in the ledger, and how many of them re-capture an earlier frame. Counting the
+    re-captures reads the whole table: for the start and after a backup, not every status."""
+    row = conn.execute("SELECT count(*), count(duplicate_of) FROM results").fetchone()
+    return int(row[0]), int(row[1])
+
+
+def newest_backup(folder: Path) -> datetime | None:
+    """When the newest backup in `folder` was written; None when there is none."""
+    newest = max(folder.glob("ledger-*.sqlite3"), default=None)  # the names sort by time
+    return None if newest is None else datetime.fromtimestamp(newest.stat().st_mtime, UTC)
+
+
 class LedgerStore:
     """Async writer used by the ledger agent."""
 
@@ -295,6 +308,10 @@ class LedgerStore:
 
     async def result(self, frame_id: str) -> InferenceResult | None:
         return await self._db.run(_result, frame_id)
+
+    async def totals(self) -> tuple[int, int]:
+        """(rows, re-captures) in the ledger."""
+        return await self._db.run(_totals)
 
 
 def _source_path(row: sqlite3.Row) -> str | None:

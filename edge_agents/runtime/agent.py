@@ -32,7 +32,7 @@ from edge_agents.runtime.commands import (
     CommandTable,
     Scalar,
 )
-from edge_agents.runtime.homeassistant import Announcer, Entity, status_sensor
+from edge_agents.runtime.homeassistant import Announcer, Entity, state_sensor, status_sensor
 from edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
 from edge_agents.runtime.metrics import AgentMetrics
 from edge_agents.runtime.settings import AgentSettings
@@ -145,7 +145,7 @@ class AgentRuntime:
         self.version = __version__
         self.metrics = AgentMetrics(self)
         self.entities: list[Entity] = [
-            status_sensor("state", "State", "{{ value_json.state }}", entity_category="diagnostic"),
+            state_sensor(),
             status_sensor(
                 "uptime",
                 "Uptime",

@@ -29,6 +29,7 @@ from schemas.topics import check_prefix
 
 CONFIG_ENV = "FRAMEWIRE_CONFIG"
 CREDENTIAL_NAME = "mqtt-password"
+SHARED_USER_KINDS = frozenset({"inference"})  # agents of these kinds share one broker user
 
 
 def default_data_dir() -> Path:
@@ -127,7 +128,10 @@ class AgentSettings(BaseSettings):
     )
     topic_prefix: str = Field(default=DEFAULT_PREFIX, description="Root of every topic.")
     agent_id: str | None = Field(
-        default=None, description="This agent's id; default '<kind>-<hostname>'."
+        default=None,
+        description="This agent's id, also its MQTT client id (framewire's broker binds it to "
+        "the user). Default: the user name (capture, ledger); '<user>-<hostname>' (inference, "
+        "whose agents share a user); '<kind>-<hostname>' when no user is set.",
     )
     data_dir: Path = Field(
         default_factory=default_data_dir,
@@ -203,11 +207,22 @@ class AgentSettings(BaseSettings):
     def _fill_agent_id(self) -> AgentSettings:
         agent_id = self.agent_id
         if agent_id is None:
-            agent_id = f"{self.agent_kind}-{_host_id()}"
+            agent_id = self._default_agent_id()
             # not through __setattr__: a default filled in here is not a value the user set
             self.__dict__["agent_id"] = agent_id
         check_identifier(agent_id, "agent_id")
         return self
+
+    def _default_agent_id(self) -> str:
+        """The id framewire's broker accepts for this agent's user: a client id must be the
+        user name or start with '<user>-'. Inference agents share one user, so each adds its
+        host name to stay distinct; a capture or ledger user is one agent's own."""
+        user = self.username()
+        if user is None:
+            return f"{self.agent_kind}-{_host_id()}"
+        if self.agent_kind in SHARED_USER_KINDS:
+            return f"{user}-{_host_id()}"
+        return user
 
     @property
     def metrics_endpoint(self) -> int:
