@@ -444,3 +444,8 @@ def test_the_ledger_can_have_a_box_of_its_own(tmp_path: Path) -> None:
         "setup ledger-box --broker mqtts://cap.lan:8883 --password-file ledger.password "
         "--ca-file ca.pem"
     )
+
+
+def test_the_readme_gives_these_commands_verbatim() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert README_COMMANDS in readme
