@@ -1,8 +1,9 @@
-"""Administration: requests to agents, the ledger, capture state, configuration, the
-broker and the message contract."""
+"""Administration: requests to agents, the ledger, configuration, the broker and the
+message contract. (The capture commands are in cli_capture.)"""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from enum import StrEnum
@@ -10,31 +11,30 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from broker_config import INSTALL_HINT, BrokerError, BrokerPlan, default_accounts
 from broker_config.embedded import find_mosquitto
 from broker_config.render import write_broker_files
 from edge_agents.runtime import AgentSettings
+from framewire import cli_capture  # noqa: F401 - registers the capture commands
+from framewire.cli_agents import AgentOption, AgentTarget, WaitOption, agent_target, send
 from framewire.cli_common import (
     EXIT_BROKER,
     EXIT_CONFIG,
     EXIT_FAILED,
-    AgentOption,
     ConfigOption,
     ExportFormat,
-    WaitOption,
-    _send,
     _use_config,
+    agent_settings_classes,
     app,
     broker_app,
-    capture_app,
     config_app,
     console,
     err,
     ledger_app,
     load_settings,
     schemas_app,
+    without_bytes,
 )
 
 
@@ -48,7 +48,8 @@ def request(
     wait: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
     config: ConfigOption = None,
 ) -> None:
-    """Send a command to one agent over MQTT and print its answer (exit 1 if refused)."""
+    """Send a command to one agent over MQTT and print its answer (exit 1 if the agent is
+    not online, does not answer or refuses)."""
     _use_config(config)
     parsed: dict[str, str | int | float | bool | None] = {}
     for item in args or []:
@@ -57,7 +58,7 @@ def request(
             err.print(f"[red]argument {item!r} is not key=value[/]")
             raise typer.Exit(EXIT_CONFIG)
         parsed[key] = value
-    _send(agent, command, parsed, wait)
+    send(AgentTarget(agent), command, parsed, wait)
 
 
 # --- schemas ---------------------------------------------------------------------------------
@@ -93,7 +94,8 @@ def ledger_export(
     db: LedgerDbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Export every ledger row as JSON (full results) or CSV (flat columns)."""
+    """Export every ledger row as JSON (full results, thumbnails included) or CSV (flat
+    columns)."""
     _use_config(config)
     from edge_agents.ledger.store import LedgerReader
 
@@ -115,11 +117,19 @@ def ledger_export(
 @ledger_app.command("show")
 def ledger_show(
     frame_id: Annotated[str, typer.Argument(help="Frame id.")],
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Include the thumbnail's bytes (base64).")
+    ] = False,
+    thumbnail: Annotated[
+        Path | None, typer.Option("--thumbnail", help="Write the thumbnail JPEG to this file.")
+    ] = None,
     db: LedgerDbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Print one frame's ledger entry as JSON."""
+    """Print one frame's ledger entry as JSON (the thumbnail's bytes only with --raw)."""
     _use_config(config)
+    import base64
+
     from edge_agents.ledger.store import LedgerReader
 
     try:
@@ -131,39 +141,29 @@ def ledger_show(
     if row is None:
         err.print(f"[red]frame {frame_id!r} is not in the ledger[/]")
         raise typer.Exit(EXIT_FAILED)
-    console.print_json(data=row)
+    if thumbnail is not None:
+        thumb = row.get("thumbnail")
+        if not isinstance(thumb, dict) or not isinstance(thumb.get("data"), str):
+            err.print(f"[red]frame {frame_id} has no thumbnail[/]")
+            raise typer.Exit(EXIT_FAILED)
+        thumbnail.write_bytes(base64.b64decode(thumb["data"]))
+        err.print(f"wrote {thumbnail}")
+    console.print_json(data=row if raw else without_bytes(row))
 
 
-# --- capture ---------------------------------------------------------------------------------
-@capture_app.command("status")
-def capture_status(
-    db: Annotated[Path | None, typer.Option("--db", help="Capture state database.")] = None,
+@ledger_app.command("replay")
+def ledger_replay(
+    frame_id: Annotated[str, typer.Argument(help="Frame id.")],
+    agent: AgentOption = None,
+    wait: WaitOption = 30.0,
     config: ConfigOption = None,
 ) -> None:
-    """Frames by state and the oldest pending frame, from the capture state database."""
+    """Ask the ledger agent to publish a ledgered result again (for watchers/dashboards)."""
     _use_config(config)
-    from edge_agents.capture.settings import CaptureSettings
-    from edge_agents.capture.state import read_summary
+    from edge_agents.ledger.settings import LedgerSettings
 
-    path = db or load_settings(CaptureSettings).state_path
-    if not path.exists():
-        err.print(f"[red]no capture state at {path}[/]")
-        raise typer.Exit(EXIT_FAILED)
-    summary = read_summary(path)
-    table = Table(title=f"capture state ({path})")
-    table.add_column("state")
-    table.add_column("frames", justify="right")
-    for state, n in summary.counts.items():
-        table.add_row(state, str(n))
-    console.print(table)
-    oldest = summary.oldest_pending
-    if oldest is None:
-        console.print("nothing pending")
-    else:
-        console.print(
-            f"oldest pending: {oldest.frame_id} ({oldest.relpath}), {oldest.state}, "
-            f"{oldest.attempts} attempt(s)"
-        )
+    target = agent_target("ledger", agent, load_settings(LedgerSettings))
+    send(target, "replay", {"frame_id": frame_id}, wait)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -175,15 +175,7 @@ class AgentChoice(StrEnum):
 
 
 def _settings_classes(which: AgentChoice) -> dict[str, type[AgentSettings]]:
-    from edge_agents.capture.settings import CaptureSettings
-    from edge_agents.ledger.settings import LedgerSettings
-    from inference_agent.settings import InferenceSettings
-
-    every: dict[str, type[AgentSettings]] = {
-        "capture": CaptureSettings,
-        "inference": InferenceSettings,
-        "ledger": LedgerSettings,
-    }
+    every = agent_settings_classes()
     return every if which is AgentChoice.all else {which.value: every[which.value]}
 
 
@@ -234,50 +226,18 @@ def config_reference() -> None:
     print(reference())
 
 
-def _capture_agent(agent: str | None) -> str:
-    from edge_agents.capture.settings import CaptureSettings
-
-    return agent or load_settings(CaptureSettings).identity
-
-
-@capture_app.command("pause")
-def capture_pause(
-    agent: AgentOption = None, wait: WaitOption = 30.0, config: ConfigOption = None
-) -> None:
-    """Stop sending frames (new files are still recorded and go out on resume)."""
-    _use_config(config)
-    _send(_capture_agent(agent), "pause", {}, wait)
-
-
-@capture_app.command("resume")
-def capture_resume(
-    agent: AgentOption = None, wait: WaitOption = 30.0, config: ConfigOption = None
-) -> None:
-    """Send frames again after a pause."""
-    _use_config(config)
-    _send(_capture_agent(agent), "resume", {}, wait)
-
-
-@ledger_app.command("replay")
-def ledger_replay(
-    frame_id: Annotated[str, typer.Argument(help="Frame id.")],
-    agent: AgentOption = None,
-    wait: WaitOption = 30.0,
-    config: ConfigOption = None,
-) -> None:
-    """Ask the ledger agent to publish a ledgered result again (for watchers/dashboards)."""
-    _use_config(config)
-    from edge_agents.ledger.settings import LedgerSettings
-
-    _send(agent or load_settings(LedgerSettings).identity, "replay", {"frame_id": frame_id}, wait)
-
-
 # --- broker ----------------------------------------------------------------------------------
 @broker_app.callback()
 def broker(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Listener port.")] = 1883,
-    bind: Annotated[str, typer.Option(help="Listener address.")] = "127.0.0.1",
+    bind: Annotated[
+        str,
+        typer.Option(
+            help="Listener address (plain and TLS). In production the plain listener stays "
+            "on 127.0.0.1 and any other address is served over TLS only."
+        ),
+    ] = "127.0.0.1",
     profile: Annotated[str, typer.Option(help="development or production.")] = "development",
     station: Annotated[list[str] | None, typer.Option(help="Capture stations (repeat).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Broker data folder.")] = None,
@@ -286,17 +246,24 @@ def broker(
     ] = False,
     tls_cert: Annotated[Path | None, typer.Option(help="Certificate for a TLS listener.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="Private key for the TLS listener.")] = None,
-    tls_ca: Annotated[Path | None, typer.Option(help="CA file for client certificates.")] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA of client certificates: every TLS client must show one."),
+    ] = None,
     tls_port: Annotated[int, typer.Option(help="TLS listener port.")] = 8883,
 ) -> None:
     """Render a Mosquitto configuration (listener, persistence, limits, one user per agent
-    with a generated password, ACLs) and run Mosquitto with it in the foreground."""
+    with a generated password, ACLs, client ids bound to users) and run Mosquitto with it in
+    the foreground."""
     if ctx.invoked_subcommand is not None:
         return
     if profile not in ("development", "production"):
         err.print("[red]--profile must be development or production[/]")
         raise typer.Exit(EXIT_CONFIG)
+    from inference_agent.settings import InferenceSettings
+
     base = load_settings(AgentSettings)  # the ACL must use the agents' topic prefixes
+    share_group = load_settings(InferenceSettings).share_group or "inference"
     folder = data_dir or base.data_dir / "broker"
     try:
         plan = BrokerPlan(
@@ -311,11 +278,18 @@ def broker(
             tls_key=tls_key,
             tls_ca=tls_ca,
             tls_port=tls_port,
+            share_group=share_group,
         )
     except ValueError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_CONFIG) from None
-    secrets = write_broker_files(plan)
+    if tls_key is not None and tls_key.exists() and tls_key.stat().st_mode & 0o077:
+        err.print(f"[yellow]warning: {tls_key} is readable by other users; chmod 600 it[/]")
+    try:
+        secrets = write_broker_files(plan)
+    except BrokerError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_BROKER) from None
     console.print(f"configuration: {plan.conf_path}")
     for user, path in secrets.items():
         console.print(f"  user {user}: password in {path}")
@@ -327,3 +301,57 @@ def broker(
         err.print(INSTALL_HINT)
         raise typer.Exit(EXIT_BROKER) from None
     raise typer.Exit(subprocess.call([str(binary), "-c", str(plan.conf_path)]))
+
+
+@broker_app.command("certs")
+def broker_certs(
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="Name or address clients use to reach the broker (repeat). Default: "
+            "localhost, 127.0.0.1, ::1 and this machine's host name.",
+        ),
+    ] = None,
+    client: Annotated[
+        list[str] | None,
+        typer.Option("--client", help="Also make a client certificate with this name (repeat)."),
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to write them (default: <data_dir>/broker/tls)."),
+    ] = None,
+    new_ca: Annotated[
+        bool,
+        typer.Option("--new-ca", help="Replace an existing CA (every agent then needs it)."),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Make a private CA and the broker's TLS certificate (and client certificates), for
+    `framewire broker --tls-cert --tls-key` and the agents' `mqtt_ca_file`. Run it again to
+    add hosts or clients: the CA is kept unless --new-ca."""
+    import socket
+
+    from broker_config.certs import CertFolder, CertificateError, host_name, write_certificates
+
+    _use_config(config)
+    target = folder or load_settings(AgentSettings).data_dir / "broker" / "tls"
+    hosts = host or ["localhost", "127.0.0.1", "::1"]
+    if not host:
+        with contextlib.suppress(CertificateError):  # a host name DNS cannot carry is left out
+            host_name(socket.gethostname())
+            hosts.append(socket.gethostname())
+    try:
+        done = write_certificates(target, hosts, client or [], new_ca=new_ca)
+    except (CertificateError, ValueError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_CONFIG) from None
+    for item in done:
+        console.print(f"{item.action} {item.what}: {item.path}", soft_wrap=True)
+    f = CertFolder(target)
+    console.print(
+        f"\nbroker:  framewire broker --tls-cert {f.broker_cert} --tls-key {f.broker_key}"
+        f'\nagents:  mqtt_ca_file = "{f.ca_cert}"  (broker_url = "mqtts://{hosts[0]}:8883")'
+        f"\nkeep {f.ca_key} private: whoever holds it can make certificates the agents trust",
+        soft_wrap=True,
+    )

@@ -7,9 +7,10 @@ import json
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edge_agents.runtime import AgentSettings, run_main, setup_logging
@@ -18,14 +19,18 @@ from framewire.cli_common import (
     EXIT_FAILED,
     AgentName,
     ConfigOption,
+    UpInfo,
     _use_config,
     _with_broker_errors,
-    _write_runtime_file,
     app,
     console,
     err,
     load_settings,
+    quiet_logging,
 )
+
+if TYPE_CHECKING:
+    from framewire.demo import DemoReport
 
 
 # --- agents ----------------------------------------------------------------------------------
@@ -61,29 +66,85 @@ def run(
 
 @app.command()
 def up(
-    captures: Annotated[Path, typer.Option(help="Folder to watch.")] = Path("captures"),
-    station: Annotated[str, typer.Option(help="Station id.")] = "station-1",
+    captures: Annotated[
+        Path | None, typer.Option(help="Folder to watch (default: watch_dir, ./captures).")
+    ] = None,
+    station: Annotated[
+        str | None, typer.Option(help="Station id (default: station, station-1).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port of the embedded broker (default: the one it used before, remembered "
+            "in <data_dir>/broker/port; the first time 1883 when free).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the whole pipeline on this machine: broker (embedded Mosquitto unless
-    FRAMEWIRE_BROKER_URL is set), capture, inference and ledger. Ctrl-C stops it."""
+    FRAMEWIRE_BROKER_URL is set), capture, inference and ledger. Ctrl-C stops it (after
+    draining; Ctrl-C again stops at once)."""
     _use_config(config)
-    from framewire.stack import open_stack, run_agents
+    from edge_agents.capture.settings import CaptureSettings
+    from edge_agents.runtime.lifecycle import SignalStop
+    from framewire.stack import (
+        broker_port,
+        open_stack,
+        remember_port,
+        run_agents,
+        until_ready,
+    )
 
-    base = load_settings(AgentSettings)
+    base = load_settings(CaptureSettings, station=station, watch_dir=captures)
     setup_logging(base.log_level, base.log_format)
     url = base.broker_url if "broker_url" in base.model_fields_set else None
+    if url is not None and port is not None:
+        err.print(
+            f"[red]--port is the embedded broker's; the broker is {url} (broker_url, "
+            "FRAMEWIRE_BROKER_URL)[/]"
+        )
+        raise typer.Exit(EXIT_CONFIG)
+    data_dir = base.data_dir
+    folder = base.watch_dir
+
+    def say(text: str) -> None:
+        err.print(f"[yellow]{escape(text)}[/]", soft_wrap=True)
 
     async def go() -> None:
-        async with open_stack(
-            base.data_dir, captures, broker_url=url, station=station, prefix=base.topic_prefix
-        ) as stack:
-            _write_runtime_file(base.data_dir, stack.broker_url, stack.secrets)
-            console.print(
-                f"framewire up: broker {stack.broker_url}, watching {captures.resolve()}, "
-                f"ledger {stack.ledger.ledger_path}"
-            )
-            await run_agents(stack, asyncio.Event())
+        stop = asyncio.Event()
+        # around everything, the broker included: Ctrl-C again stops at once at any point
+        with SignalStop(stop, drain_timeout=base.drain_timeout, say=say):
+            chosen = None if url is not None else broker_port(data_dir, port)
+            async with open_stack(
+                data_dir,
+                folder,
+                broker_url=url,
+                port=chosen,
+                station=base.station,
+                prefix=base.topic_prefix,
+            ) as stack:
+                kept = (
+                    "" if chosen is None else f" (port kept in {remember_port(data_dir, chosen)})"
+                )
+                UpInfo(
+                    broker_url=stack.broker_url,
+                    secrets=stack.secrets,
+                    topic_prefix=base.topic_prefix,
+                    agents=stack.agents,
+                ).write(data_dir)
+                console.print(
+                    f"framewire up: broker {stack.broker_url}{kept}, watching "
+                    f"{escape(str(folder.resolve()))}, ledger {stack.ledger.ledger_path}",
+                    soft_wrap=True,
+                )
+                ready = asyncio.Event()
+                async with asyncio.TaskGroup() as tg:
+                    agents = tg.create_task(run_agents(stack, stop, ready=ready), name="agents")
+                    if await until_ready(ready, agents):
+                        names = ", ".join(stack.agents.values())
+                        console.print(f"all agents online: {names} (Ctrl-C stops)")
 
     _with_broker_errors(lambda: run_main(go()))
 
@@ -95,21 +156,39 @@ def demo(
     keep: Annotated[
         Path | None, typer.Option(help="Work in this folder and keep it (default: a temp dir).")
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Run the whole pipeline on generated sample cards and print a summary.
     Exits 0 only when every frame is in the ledger."""
+    _use_config(config)
     from framewire.demo import run_demo
 
     setup_logging("WARNING")
     base = load_settings(AgentSettings)
     url = base.broker_url if "broker_url" in base.model_fields_set else None
+    # a one-off: it must not take the metrics ports of agents running on this box
+    overrides: dict[str, object] = {}
+    if "metrics_port" not in base.model_fields_set:
+        overrides["metrics_port"] = 0
+
+    def run_in(folder: Path) -> DemoReport:
+        return run_main(
+            run_demo(
+                folder,
+                cards,
+                wait=timeout,
+                broker_url=url,
+                overrides=overrides,
+                drain_timeout=base.drain_timeout,
+            )
+        )
 
     def go() -> None:
         if keep is not None:
-            report = run_main(run_demo(keep, cards, wait=timeout, broker_url=url))
+            report = run_in(keep)
         else:
             with tempfile.TemporaryDirectory(prefix="framewire-demo-") as tmp:
-                report = run_main(run_demo(Path(tmp), cards, wait=timeout, broker_url=url))
+                report = run_in(Path(tmp))
         console.print(report.table())
         if not report.complete:
             err.print(
@@ -210,17 +289,24 @@ def import_folder(
     from edge_agents.capture.backlog import import_settings, run_import
     from edge_agents.capture.settings import CaptureSettings
     from edge_agents.capture.state import StateSummary
+    from framewire.cli_capture import quarantine_table, read_quarantine
+    from framewire.cli_common import up_info
 
     base = load_settings(CaptureSettings, station=station)
-    setup_logging("WARNING", base.log_format)
+    # lines above the progress bar, not through it; quarantined files are listed at the end
+    quiet_logging(
+        base.log_level if "log_level" in base.model_fields_set else "ERROR", base.log_format
+    )
+    # a one-shot import must not take the metrics port of a capture agent on this box
     overrides: dict[str, object] = {}
-    up_file = base.data_dir / "up.json"
-    if "broker_url" not in base.model_fields_set and up_file.is_file():
-        info = json.loads(up_file.read_text(encoding="utf-8"))
-        secret = info.get("secrets", {}).get(f"capture-{station}")
-        overrides["broker_url"] = info["broker_url"]
-        if secret:
-            overrides.update(mqtt_username=f"capture-{station}", mqtt_password_file=Path(secret))
+    if "metrics_port" not in base.model_fields_set:
+        overrides["metrics_port"] = 0
+    info = up_info(base)
+    if info is not None and "broker_url" not in base.model_fields_set:
+        user = f"capture-{base.station}"
+        overrides["broker_url"] = info.broker_url
+        if user in info.secrets:
+            overrides.update(mqtt_username=user, mqtt_password_file=info.secrets[user])
     settings = import_settings(base.model_copy(update=overrides), directory)
     columns = (
         TextColumn("{task.description}"),
@@ -248,8 +334,47 @@ def import_folder(
         )
     c = result.counts
     console.print(
-        f"{c['ledgered']} ledgered, {c['quarantined']} quarantined (state: {settings.state_path})"
+        f"{c['ledgered']} ledgered, {c['quarantined']} quarantined "
+        f"(state: {escape(str(settings.state_path))})",
+        soft_wrap=True,
     )
     if c["quarantined"]:
-        err.print("see `framewire capture status --db STATE`; retry with --retry-failed")
+        items, total = read_quarantine(settings.state_path, limit=10)
+        more = f", the {len(items)} most recent" if len(items) < total else ""
+        err.print(quarantine_table(items, f"{total} quarantined{more}"))
+        err.print(
+            f"all of them: framewire capture quarantine --import-dir {escape(str(directory))}; "
+            "try them again with --retry-failed",
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def samples(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the images into.")],
+    cards: Annotated[int, typer.Option(min=1, max=100_000, help="How many cards.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same images.")] = 0,
+    recapture_every: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Every Nth photo is an earlier card photographed again (0: none)."
+        ),
+    ] = 0,
+) -> None:
+    """Write sample card photos (cards of the shipped sample catalog, photographed badly)
+    the way camera software does: a temporary name, then a rename. Point `framewire up` at
+    the folder, or write into its capture folder."""
+    from rich.progress import track
+
+    from framewire.samples import iter_cards
+
+    written = track(
+        iter_cards(directory, cards, seed=seed, recapture_every=recapture_every),
+        total=cards,
+        description="writing cards",
+        console=err,
+        transient=True,
+    )
+    n = sum(1 for _ in written)
+    console.print(f"wrote {n} sample card(s) into {escape(str(directory))}", soft_wrap=True)

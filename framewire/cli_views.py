@@ -20,6 +20,7 @@ from framewire.cli_common import (
     console,
     err,
     load_settings,
+    without_bytes,
 )
 from framewire.observe import Snapshot
 from schemas import InferenceResult
@@ -112,6 +113,9 @@ def _status_table(snap: Snapshot, url: str) -> Table:
 def tail(
     station: Annotated[str, typer.Option(help="Only this station ('+': all).")] = "+",
     as_json: Annotated[bool, typer.Option("--json", help="Print each result as JSON.")] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="With --json: include the thumbnail's bytes (base64).")
+    ] = False,
     count: Annotated[int, typer.Option(help="Stop after this many results (0: never).")] = 0,
     config: ConfigOption = None,
 ) -> None:
@@ -133,7 +137,7 @@ def tail(
             if not isinstance(data, dict):
                 continue
             if as_json:
-                print(json.dumps(data), flush=True)
+                print(json.dumps(data if raw else without_bytes(data)), flush=True)
             else:
                 try:
                     result = decode_json(InferenceResult, json.dumps(data).encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import statistics
 import time
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from rich.table import Table
 
 from edge_agents.capture.state import read_summary
 from edge_agents.ledger.store import LedgerReader
+from edge_agents.runtime.lifecycle import SignalStop
 from framewire.observe import BrokerLogin, follow
 from framewire.samples import write_cards
-from framewire.stack import open_stack, run_agents
+from framewire.stack import Stack, open_stack, run_agents, until_ready
 from schemas import MessageError, TopicTree
 
 console = Console(highlight=False)
@@ -99,38 +101,24 @@ async def _print_results(login: BrokerLogin, topics: TopicTree, station: str) ->
 
 
 async def run_demo(
-    workdir: Path, cards: int, *, wait: float, broker_url: str | None = None
+    workdir: Path,
+    cards: int,
+    *,
+    wait: float,
+    broker_url: str | None = None,
+    overrides: dict[str, object] | None = None,
+    drain_timeout: float | None = None,
 ) -> DemoReport:
+    """The whole pipeline in `workdir`; cards are written once every agent is online.
+    Ctrl-C stops it (drained: the report says what got through); Ctrl-C again at once."""
     captures = workdir / "captures"
     data = workdir / "data"
     captures.mkdir(parents=True, exist_ok=True)
-    async with open_stack(data, captures, broker_url=broker_url) as stack:
-        console.print(f"broker {stack.broker_url}; capture folder {captures}")
-        stop = asyncio.Event()
-        topics = TopicTree(stack.capture.topic_prefix)
-        login = BrokerLogin(
-            stack.broker_url,
-            username="observer" if stack.observer_password_file else None,
-            password_file=stack.observer_password_file,
-        )
-        async with asyncio.TaskGroup() as tg:
-            agents = tg.create_task(run_agents(stack, stop), name="agents")
-            printer = tg.create_task(_print_results(login, topics, stack.capture.station))
-            await asyncio.sleep(0.5)
-            console.print(f"writing {cards} sample cards...")
-            await asyncio.to_thread(write_cards, captures, cards, recapture_every=10)
-            deadline = time.monotonic() + wait
-            ledgered = 0
-            while time.monotonic() < deadline and not agents.done():
-                with contextlib.suppress(FileNotFoundError, MessageError):
-                    summary = read_summary(stack.capture.state_path)
-                    ledgered = summary.counts["ledgered"]
-                    if ledgered + summary.counts["quarantined"] >= cards:
-                        break
-                await asyncio.sleep(0.2)
-            stop.set()
-            await agents
-            printer.cancel()
+    stop = asyncio.Event()
+    with SignalStop(stop, drain_timeout=drain_timeout, say=lambda t: console.print(escape(t))):
+        async with open_stack(data, captures, broker_url=broker_url, overrides=overrides) as stack:
+            console.print(f"broker {stack.broker_url}; capture folder {captures}")
+            await _run(stack, captures, cards, wait, stop)
         summary = read_summary(stack.capture.state_path)
         with LedgerReader(stack.ledger.ledger_path) as reader:
             in_ledger = reader.count()
@@ -143,3 +131,26 @@ async def run_demo(
             identified=identified,
             recaptures=recaptures,
         )
+
+
+async def _run(stack: Stack, captures: Path, cards: int, wait: float, stop: asyncio.Event) -> None:
+    topics = TopicTree(stack.capture.topic_prefix)
+    login = stack.observer()
+    async with asyncio.TaskGroup() as tg:
+        ready = asyncio.Event()
+        agents = tg.create_task(run_agents(stack, stop, ready=ready), name="agents")
+        printer = tg.create_task(_print_results(login, topics, stack.capture.station))
+        console.print("waiting for the agents to come online...")
+        if await until_ready(ready, agents):
+            console.print(f"writing {cards} sample cards...")
+            await asyncio.to_thread(write_cards, captures, cards, recapture_every=10)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and not agents.done() and not stop.is_set():
+                with contextlib.suppress(FileNotFoundError, MessageError, sqlite3.Error):
+                    summary = read_summary(stack.capture.state_path)
+                    if summary.counts["ledgered"] + summary.counts["quarantined"] >= cards:
+                        break
+                await asyncio.sleep(0.2)
+        stop.set()
+        await agents
+        printer.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -134,9 +135,19 @@ def photograph(img: Image.Image, rng: random.Random, *, strength: float = 1.0) -
         light = big.crop((x, y, x + out.width, y + out.height))
         dim = Image.new("RGB", out.size, (0, 0, 0))
         out = Image.composite(out, dim, light.point(lambda v: 255 - int(v * 0.3 * strength)))
-        noise = Image.effect_noise(out.size, 12 * strength).convert("RGB")
+        noise = _noise(out.size, 12 * strength, rng).convert("RGB")
         out = Image.blend(out, noise, 0.06 * strength)
     return out
+
+
+def _noise(size: tuple[int, int], sigma: float, rng: random.Random) -> Image.Image:
+    """Gaussian grey noise around 128, like Image.effect_noise, but drawn from `rng`'s
+    state (without drawing from it), so that the same seed makes the same images."""
+    import numpy as np
+
+    gen = np.random.default_rng(list(rng.getstate()[1]))
+    values = gen.normal(128.0, sigma, (size[1], size[0]))
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
 
 
 def jpeg(image: Image.Image, rng: random.Random) -> bytes:
@@ -175,24 +186,37 @@ def write_cards(
     """Write `count` card photos into `folder` the way camera software does (write a
     temporary name, then rename), going through the sample catalog. With `recapture_every`
     N, every Nth photo is the card of N-1 photos before, photographed again."""
+    return list(iter_cards(folder, count, seed=seed, recapture_every=recapture_every))
+
+
+def iter_cards(
+    folder: Path, count: int, *, seed: int = 0, recapture_every: int = 0
+) -> Iterator[tuple[Path, CardSpec]]:
+    """`write_cards`, one card at a time (each is written when it is yielded)."""
     rng = random.Random(seed)
     specs = load_specs()
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    # the cards that may be photographed again: the last N-1 (N = 1: the first); memory
+    # stays flat however many cards are written
     rendered: list[tuple[Image.Image, CardSpec]] = []
+    drawn = 0
     for i in range(count):
         if recapture_every and i % recapture_every == recapture_every - 1 and rendered:
             card, spec = rendered[-(recapture_every - 1)]
         else:
-            spec = specs[len(rendered) % len(specs)]
+            spec = specs[drawn % len(specs)]
             card = render_card(spec, rng)
-            rendered.append((card, spec))
+            drawn += 1
+            if recapture_every > 1:
+                rendered.append((card, spec))
+                del rendered[: -(recapture_every - 1)]
+            elif recapture_every == 1 and not rendered:
+                rendered.append((card, spec))
         path = folder / f"card-{i + 1:04d}.jpg"
         tmp = path.with_suffix(".jpg.part")
         tmp.write_bytes(jpeg(photograph(card, rng), rng))
         tmp.replace(path)
-        written.append((path, spec))
-    return written
+        yield path, spec
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:

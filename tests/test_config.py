@@ -143,3 +143,86 @@ def test_missing_mosquitto_explains_how_to_install_it(monkeypatch: pytest.Monkey
     text = str(exc.value)
     assert "apt-get install -y mosquitto" in text
     assert "dnf install" in text and "brew install mosquitto" in text
+
+
+BAD_CAPTURE_TABLE = '[capture]\nmax_in_flight = "lots"\n'
+EVERY_COMMAND = [
+    ["run", "capture"],
+    ["run", "inference"],
+    ["up"],
+    ["demo", "--cards", "1"],
+    ["import", "{dir}"],
+    ["identify", "{dir}/card.jpg"],
+    ["status"],
+    ["tail"],
+    ["request", "ledger", "status"],
+    ["capture", "status"],
+    ["capture", "quarantine"],
+    ["capture", "pause"],
+    ["capture", "resume"],
+    ["capture", "retry", "--all"],
+    ["ledger", "show", "01M7Y9QJ12YRKPA99JDVS47ZZA"],
+    ["ledger", "export"],
+    ["ledger", "replay", "01M7Y9QJ12YRKPA99JDVS47ZZA"],
+    ["config", "check"],
+    ["config", "show"],
+    ["broker", "--render-only"],
+]
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=lambda c: " ".join(c[:2]))
+def test_every_command_refuses_a_bad_configuration_file_naming_the_field(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Every command that reads the configuration: exit 2, the field and where it was set
+    named, no traceback (`up` used to print 63 lines of one and exit 1)."""
+    import os
+
+    cfg = tmp_path / "framewire.toml"
+    cfg.write_text(BAD_CAPTURE_TABLE)
+    (tmp_path / "card.jpg").write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
+    env.update(FRAMEWIRE_CONFIG=str(cfg), FRAMEWIRE_DATA_DIR=str(tmp_path / "data"))
+    args = [a.format(dir=tmp_path) for a in command]
+    out = subprocess.run(
+        [sys.executable, "-m", "framewire", *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "max_in_flight = 'lots'" in out.stderr and f"[capture] in {cfg}" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "data").exists()  # refused before doing anything
+
+
+def test_the_config_option_a_broken_file_and_unknown_keys_are_named(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
+    env["COLUMNS"] = "200"
+
+    def check(text: str, *args: str) -> str:
+        cfg = tmp_path / "framewire.toml"
+        cfg.write_text(text)
+        out = subprocess.run(
+            [sys.executable, "-m", "framewire", *args, "--config", str(cfg)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        return out.stderr
+
+    assert "not valid TOML" in check("broker_url = \n", "config", "check")
+    said = check('staton = "x"\n[ledger]\nbackup_hour = 99\n', "status")
+    assert said.count("staton") == 1 and "not a framewire setting" in said  # said once
+    assert "backup_hour = 99 ([ledger] in" in said
+    said = check('[capture]\nstaton = "x"\n', "up")
+    assert "not a setting of [capture]" in said
+    env["FRAMEWIRE_CONFIG"] = str(tmp_path / "missing.toml")
+    out = subprocess.run(
+        [sys.executable, "-m", "framewire", "status"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "cannot read the configuration file" in out.stderr

@@ -109,8 +109,17 @@ def test_the_wheel_carries_every_file_the_code_reads_at_run_time(tmp_path: Path)
         else:
             shutil.copy(path, src / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
-        + ["-w", str(tmp_path / "dist"), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
         check=True,
         capture_output=True,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger, write_cards
-from inference_agent.models import default_manifest_path
+from inference_agent.models import default_manifest_path, load_manifests
 from tests.conftest import USERS, Pipeline, cli_env, wait_until
 from tests.test_pipeline import ledger_rows, observer, wait_online
 
@@ -79,7 +79,9 @@ def test_reloading_models_and_catalog_during_traffic_loses_no_frame(
     catalog.write_bytes(sample_catalog_path().read_bytes())
     with_catalog(p, catalog)
     bad = tmp_path / "bad.toml"
-    bad.write_text(default_manifest_path().read_text().replace("48fc40f2", "00000000"))
+    rec_sha = load_manifests(default_manifest_path())["ocr-rec"].sha256
+    bad.write_text(default_manifest_path().read_text().replace(rec_sha, "0" * 64))
+    assert bad.read_text() != default_manifest_path().read_text()
     with observer(p) as rec:
         p.start()
         wait_online(rec, p, *USERS.values())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import sqlite3
 import time
@@ -26,13 +27,13 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge_agents.capture.files import not_a_file, read_in_folder
+from edge_agents.capture.files import not_a_file, path_of, read_in_folder
 from edge_agents.capture.guard import StateGuard
 from edge_agents.capture.inspect import FrameRejectedError, Inspection, inspect_image
 from edge_agents.capture.settings import CaptureSettings
 from edge_agents.capture.state import CaptureState, FileVersion, FrameRow
 from edge_agents.capture.watcher import FolderWatcher
-from edge_agents.runtime import AgentRuntime
+from edge_agents.runtime import AgentRuntime, CommandError
 from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import Fact, StoredFacts
 from edge_agents.runtime.presence import AgentPresence
@@ -118,6 +119,7 @@ class CaptureAgent:
         runtime.command("pause", self.pause)
         runtime.command("resume", self.resume)
         runtime.command("prune", self._prune_now)
+        runtime.command("retry", self.retry)
 
     async def _stored(self) -> dict[str, Fact]:
         counts = (await self.state.summary()).counts
@@ -137,6 +139,34 @@ class CaptureAgent:
         self.runtime.details["paused"] = False
         self._wake.set()
         return "capture resumed", {}
+
+    async def retry(self, args: dict[str, Scalar]) -> CommandResult:
+        """Try quarantined files again (args: all=true, or names=<JSON list of the files
+        `framewire capture quarantine` lists>): undelivered frames are resent under their
+        own frame id, rejected files are looked at afresh."""
+        names: list[str] | None = None
+        if not args.get("all"):
+            try:
+                parsed = json.loads(str(args.get("names") or "[]"))
+            except json.JSONDecodeError:
+                raise CommandError("names must be a JSON list of file names") from None
+            if not isinstance(parsed, list) or not all(isinstance(n, str) for n in parsed):
+                raise CommandError("names must be a JSON list of file names")
+            if not parsed or len(parsed) > 10_000:
+                raise CommandError("name 1 to 10,000 files, or pass all=true")
+            names = parsed
+        resent, rescan, unknown = await self.guard.call(
+            "retrying quarantined files", lambda: self.state.retry_named(names, time.time())
+        )
+        for relpath in rescan:
+            self.watcher.recheck(path_of(self.root, relpath), 0)
+        self.wake()
+        data: dict[str, Scalar] = {"resent": resent, "rescanned": len(rescan)}
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            data["not_quarantined"] = len(unknown)
+            return f"retrying {resent + len(rescan)}; not quarantined: {shown}", data
+        return f"retrying {resent + len(rescan)} quarantined file(s)", data
 
     async def prune(self) -> str:
         """Forget ledgered or quarantined frames older than `prune_after_days` whose file has
@@ -340,7 +370,8 @@ class CaptureAgent:
             next_due = await self.guard.call("choosing frames to send", self.state.next_due)
             timeout = None if next_due is None else max(0.05, next_due - time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _send_one(self, row: FrameRow) -> None:
         """Error boundary per frame: whatever goes wrong with one frame quarantines it with

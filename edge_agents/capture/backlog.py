@@ -82,7 +82,8 @@ async def run_import(
 
         async def first_connection() -> None:
             try:
-                await asyncio.wait_for(runtime.connected.wait(), connect_timeout)
+                async with asyncio.timeout(connect_timeout):
+                    await runtime.connected.wait()
             except TimeoutError:
                 raise BrokerUnreachableError(
                     f"cannot reach the broker at {settings.broker_url} "

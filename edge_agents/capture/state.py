@@ -298,6 +298,34 @@ def _retry_quarantined(conn: sqlite3.Connection, now: float) -> int:
     return int(resent + dropped)
 
 
+def _retry_named(
+    conn: sqlite3.Connection, relpaths: list[str] | None, now: float
+) -> tuple[int, list[str], list[str]]:
+    """`_retry_quarantined` for the quarantined frames of `relpaths` (None: all of them).
+    Returns how many undelivered frames go out again, the files to look at afresh, and the
+    names that are not quarantined."""
+    rows = conn.execute(
+        "SELECT relpath, error_kind FROM frames WHERE state = 'quarantined'"
+    ).fetchall()
+    found = {str(r[0]): r[1] for r in rows}
+    wanted = list(found) if relpaths is None else relpaths
+    unknown = [name for name in wanted if name not in found]
+    picked = [name for name in wanted if name in found]
+    resend = [n for n in picked if found[n] == "undeliverable"]
+    rescan = [n for n in picked if found[n] != "undeliverable"]
+    with transaction(conn):
+        for name in resend:
+            conn.execute(
+                "UPDATE frames SET state = 'seen', attempts = 0, reason = NULL,"
+                " error_kind = NULL, next_attempt = NULL, updated_at = ?"
+                " WHERE state = 'quarantined' AND relpath = ?",
+                (now, name),
+            )
+        for name in rescan:
+            conn.execute("DELETE FROM frames WHERE state = 'quarantined' AND relpath = ?", (name,))
+    return len(resend), rescan, unknown
+
+
 def _prune(conn: sqlite3.Connection, cutoff: float, root: Path) -> int:
     rows = conn.execute(
         "SELECT seq, relpath FROM frames WHERE state IN ('ledgered', 'quarantined')"
@@ -395,6 +423,11 @@ class CaptureState:
 
     async def retry_quarantined(self, now: float) -> int:
         return await self._db.run(_retry_quarantined, now)
+
+    async def retry_named(
+        self, relpaths: list[str] | None, now: float
+    ) -> tuple[int, list[str], list[str]]:
+        return await self._db.run(_retry_named, relpaths, now)
 
     async def prune(self, cutoff: float, root: Path) -> int:
         return await self._db.run(_prune, cutoff, root)

@@ -221,7 +221,8 @@ class FolderWatcher:
             self._rescan_now.clear()
             await self._scan_into_pending()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan_now.wait(), self.rescan_interval)
+                async with asyncio.timeout(self.rescan_interval):
+                    await self._rescan_now.wait()
 
     def _versions(self, paths: list[Path]) -> list[FileVersion | None]:
         return [version_of(self.root, p) for p in paths]

@@ -116,6 +116,16 @@ def connect_problem(err: aiomqtt.MqttError, settings: AgentSettings) -> str | No
     return None
 
 
+async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for them, cancelling again any that go on: on Python 3.11,
+    asyncio.wait_for can swallow a cancellation that arrives as its inner await finishes,
+    and a task that swallowed one would keep the agent from ever stopping."""
+    while pending := [t for t in tasks if not t.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1.0)
+
+
 class AgentRuntime:
     """Connection, availability, status and lifecycle for one agent."""
 
@@ -405,10 +415,9 @@ class AgentRuntime:
                     ]
                     await stop.wait()
                     await self._drain(drain)
-                    for worker in workers:
-                        worker.cancel()
+                    await cancel_until_done(workers)
                     await self._say_goodbye()
-                    conn.cancel()
+                    await cancel_until_done([conn])
             finally:
                 scheduler.shutdown(wait=False)
                 self.metrics.close()
@@ -421,7 +430,8 @@ class AgentRuntime:
         if drain is None:
             return
         try:
-            await asyncio.wait_for(drain(), self.settings.drain_timeout)
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await drain()
         except TimeoutError:
             logger.warning(
                 "drain did not finish within %.1f s (drain_timeout); unfinished work will be "

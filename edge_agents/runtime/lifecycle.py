@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine
+from types import TracebackType
 from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -27,17 +28,39 @@ def run_main(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+class ForcedStop(KeyboardInterrupt):
+    """Ctrl-C pressed again while draining: the work was stopped at once, not drained.
+    Nothing is lost (the capture agent resends every frame not acknowledged), but what was
+    in flight is done again."""
+
+
 class SignalStop:
-    """SIGTERM and SIGINT set `event` (once); a second SIGINT is left to the default handler."""
+    """SIGTERM and SIGINT set `event`: the agents drain, for at most `drain_timeout`.
+
+    SIGTERM (systemd, `kill`) only ever drains. A second SIGINT (Ctrl-C pressed again)
+    stops at once: the task that entered this block is cancelled, and the block raises
+    ForcedStop when it exits. `say` tells the person at the terminal what is happening
+    (default: a log warning)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, event: asyncio.Event) -> None:
+    def __init__(
+        self,
+        event: asyncio.Event,
+        *,
+        drain_timeout: float | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.event = event
+        self.drain_timeout = drain_timeout
+        self.forced = False
+        self._say = say
+        self._task: asyncio.Task[Any] | None = None
         self._installed: list[signal.Signals] = []
 
     def __enter__(self) -> SignalStop:
         loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
         for sig in self.SIGNALS:
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -46,14 +69,50 @@ class SignalStop:
             self._installed.append(sig)
         return self
 
-    def _on_signal(self, sig: signal.Signals) -> None:
-        logger.info("received %s, draining", sig.name)
-        self.event.set()
+    def _tell(self, text: str) -> None:
+        if self._say is None:
+            logger.warning("%s", text)
+        else:
+            self._say(text)
 
-    def __exit__(self, *exc: object) -> None:
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self.event.is_set():
+            self.event.set()
+            if sig is signal.SIGINT:
+                limit = (
+                    f" for at most {self.drain_timeout:g} s (drain_timeout)"
+                    if self.drain_timeout is not None
+                    else ""
+                )
+                self._tell(
+                    f"stopping: draining the work in flight{limit}; press Ctrl-C again to "
+                    "stop at once (frames not yet acknowledged are sent again, nothing is lost)"
+                )
+            else:
+                logger.info("received %s, draining", sig.name)
+            return
+        if sig is not signal.SIGINT:
+            logger.info("received %s again; still draining", sig.name)
+            return
+        if self.forced:
+            return
+        self.forced = True
+        self._tell("stopping at once; frames not yet acknowledged will be sent again")
+        if self._task is not None:
+            self._task.cancel()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         for sig in self._installed:
             loop.remove_signal_handler(sig)
+        self._installed.clear()
+        if self.forced:
+            task = self._task
+            if et is not None and issubclass(et, asyncio.CancelledError) and task is not None:
+                task.uncancel()  # the cancellation was ours, and it has done its work
+            raise ForcedStop from None
 
 
 class SystemdNotifier:
