@@ -290,9 +290,11 @@ def test_pause_resume_replay_backup_and_prune_over_mqtt(pipeline: Pipeline) -> N
         assert code == 0
         backup = Path(str(answer["data"]["path"]))  # type: ignore[index]
         assert backup.exists()
+        import contextlib
         import sqlite3
 
-        with sqlite3.connect(backup) as conn:
+        # closing(): a Connection's own `with` commits but does not close
+        with contextlib.closing(sqlite3.connect(backup)) as conn:
             assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 1
 
         (p.captures / "held.jpg").unlink()  # the operator archived the file
