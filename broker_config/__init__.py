@@ -1,5 +1,6 @@
 """Mosquitto configuration for framewire, and Mosquitto as an embedded child process."""
 
+from broker_config.bridge import BridgePlan
 from broker_config.embedded import (
     INSTALL_HINT,
     EmbeddedBroker,
@@ -12,6 +13,7 @@ from broker_config.render import AgentAccount, BrokerPlan, default_accounts, wri
 __all__ = [
     "INSTALL_HINT",
     "AgentAccount",
+    "BridgePlan",
     "BrokerError",
     "BrokerPlan",
     "EmbeddedBroker",

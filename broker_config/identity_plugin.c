@@ -22,6 +22,14 @@
  *   plugin_opt_share_<group> <user>[,<user>...]
  *       Only these users may subscribe to $share/<group>/...; every other shared
  *       subscription is refused.
+ *   plugin_opt_bridge_<user> <prefix>[,<prefix>...]
+ *       <user> is the bridge of a site broker, carrying the agents whose client ids fall
+ *       under these prefixes (same rule as owner_). It must connect with a client id of
+ *       its own (its session holds the site's answers). It may write those agents' own
+ *       topics (own_write, "%c" being a carried id) and read their own_read topics, and
+ *       never reads their own_write topics back: Mosquitto sends a bridge every retained
+ *       message its subscriptions match on each reconnect, its own included, and the site
+ *       would take its agents' old availability and status for news.
  * Anything else is left to the password and ACL files.
  *
  * Written against Mosquitto's plugin interface version 5 (Mosquitto 2.0 and later). The few
@@ -83,8 +91,8 @@ struct named_list {
 };
 
 static mosquitto_plugin_id_t *plugin_id;
-static struct named_list *owners, *shares;
-static int owner_count, share_count;
+static struct named_list *owners, *shares, *bridges;
+static int owner_count, share_count, bridge_count;
 static char *agents, *own_write, *own_read;
 
 /* Is the `len` bytes at `item` one of the comma-separated `list`? */
@@ -176,6 +184,42 @@ static bool is_agent(const char *user)
 	return user && agents && in_list(agents, user, strlen(user));
 }
 
+/* The client-id prefixes a bridge user carries, or NULL when `user` is no bridge. */
+static const char *carried_by(const char *user)
+{
+	if(!user) return NULL;
+	for(int i = 0; i < bridge_count; i++){
+		if(!strcmp(bridges[i].name, user)) return bridges[i].items;
+	}
+	return NULL;
+}
+
+/* Is `topic` one of `patterns` with "%c" standing for a safe client id under `prefixes`?
+ * Each pattern holds "%c" once (render.py builds them so). */
+static bool carried_topic(const char *patterns, const char *prefixes, const char *topic)
+{
+	const char *p = patterns;
+	size_t topic_len = strlen(topic);
+	while(p && *p){
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *hole = strstr(p, "%c");
+		if(hole && hole + 2 <= p + n){
+			size_t head = (size_t)(hole - p), tail = n - head - 2;
+			size_t id_len = topic_len >= head + tail ? topic_len - head - tail : 0;
+			if(id_len > 0 && id_len <= ID_MAX && !strncmp(topic, p, head)
+					&& !strncmp(topic + head + id_len, hole + 2, tail)){
+				char id[ID_MAX + 1];
+				memcpy(id, topic + head, id_len);
+				id[id_len] = '\0';
+				if(safe_id(id) && claim(prefixes, id)) return true;
+			}
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -189,6 +233,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		mosquitto_log_printf(LOG_NOTICE,
 				"framewire: refused client id '%s' for %s%s: that id belongs to user '%s'",
 				id, user ? "user " : "an anonymous client", user ? user : "", owner);
+		return ERR_AUTH;
+	}
+	if(carried_by(user) && !owner){
+		mosquitto_log_printf(LOG_NOTICE,
+				"framewire: refused client id '%s' for user '%s': a bridge's id must be "
+				"'%s' or start with '%s-'", id, user, user, user);
 		return ERR_AUTH;
 	}
 	if(is_agent(user) && !owner && strncmp(id, ASSIGNED_PREFIX, strlen(ASSIGNED_PREFIX))){
@@ -227,6 +277,15 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		const char *owner = owner_of(id);
 		const char *patterns = ed->access == ACL_WRITE ? own_write : own_read;
 		if(owner && !strcmp(owner, user) && own_topic(patterns, id, ed->topic)){
+			return ERR_SUCCESS;
+		}
+	}
+	const char *carried = carried_by(user);
+	if(carried && (ed->access == ACL_WRITE || ed->access == ACL_READ)){
+		if(carried_topic(own_write, carried, ed->topic)){
+			return ed->access == ACL_WRITE ? ERR_SUCCESS : ERR_ACL_DENIED;
+		}
+		if(ed->access == ACL_READ && carried_topic(own_read, carried, ed->topic)){
 			return ERR_SUCCESS;
 		}
 	}
@@ -276,6 +335,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 			rc = add_named(&owners, &owner_count, key + 6, value);
 		}else if(!strncmp(key, "share_", 6)){
 			rc = add_named(&shares, &share_count, key + 6, value);
+		}else if(!strncmp(key, "bridge_", 7)){
+			rc = add_named(&bridges, &bridge_count, key + 7, value);
 		}else if(!strcmp(key, "agents")){
 			free(agents);
 			rc = (agents = strdup(value)) ? ERR_SUCCESS : ERR_NOMEM;
@@ -305,6 +366,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	mosquitto_callback_unregister(plugin_id, EVT_ACL_CHECK, on_acl_check, NULL);
 	free_named(&owners, &owner_count);
 	free_named(&shares, &share_count);
+	free_named(&bridges, &bridge_count);
 	free(agents);
 	free(own_write);
 	free(own_read);

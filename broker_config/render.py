@@ -11,6 +11,10 @@ that owns it, lets only inference users join the inference share group, and gran
 agent its own topics (availability, status, dead letters, requests...) under its own client
 id. The ACL file holds no `%c` pattern: Mosquitto applies those to every client, anonymous
 ones included, with whatever client id they pick.
+
+Several sites: a station's own broker bridges to the central one (bridge.py renders the
+`connection` section); the central broker has a `bridge-<station>` user with that station's
+rights.
 """
 
 from __future__ import annotations
@@ -22,12 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from broker_config.bridge import (
+    BridgePlan,
+    bridge_section,
+    bridge_user,
+    capture_user,
+    carried_agents,
+    station_topics,
+)
 from broker_config.identity_plugin import plugin_path
 from edge_agents.runtime.homeassistant import discovery_topic
 from schemas import check_identifier
 from schemas.topics import TopicTree, check_prefix
 
 AGENT_ROLES = ("capture", "inference", "ledger")
+Role = Literal["capture", "inference", "ledger", "observer", "operator", "homeassistant", "bridge"]
 ASSIGNED_ID_PREFIX = "auto"  # Mosquitto names clients that send no id "auto-<uuid>"
 _CLIENT = "fw-own-client-id"  # an identifier standing for %c while topics are built
 
@@ -40,8 +53,8 @@ class AgentAccount:
     """One broker user, the topics it may use and the client ids it owns."""
 
     user: str
-    role: Literal["capture", "inference", "ledger", "observer", "operator", "homeassistant"]
-    station: str | None = None  # capture accounts are bound to one station
+    role: Role
+    station: str | None = None  # capture and bridge accounts are bound to one station
 
     def __post_init__(self) -> None:
         check_identifier(self.user, "broker user")
@@ -52,8 +65,8 @@ class AgentAccount:
             )
         if self.station is not None:
             check_identifier(self.station, "station")
-        if self.role == "capture" and self.station is None:
-            raise ValueError(f"capture user {self.user!r} needs its station")
+        if self.role in ("capture", "bridge") and self.station is None:
+            raise ValueError(f"{self.role} user {self.user!r} needs its station")
 
     @property
     def is_agent(self) -> bool:
@@ -69,9 +82,16 @@ class AgentAccount:
         return [self.user]
 
 
-def default_accounts(stations: list[str] | None = None) -> list[AgentAccount]:
-    stations = stations or ["station-1"]
-    accounts = [AgentAccount(f"capture-{s}", "capture", s) for s in stations]
+def default_accounts(
+    stations: list[str] | None = None, bridges: list[str] | None = None
+) -> list[AgentAccount]:
+    """The users of a broker: a capture user per station that connects to it directly, a
+    bridge user per station whose own broker bridges in (`bridges`), and the rest. With
+    neither, one station, `station-1`."""
+    bridges = bridges or []
+    stations = stations or ([] if bridges else ["station-1"])
+    accounts = [AgentAccount(capture_user(s), "capture", s) for s in stations]
+    accounts += [AgentAccount(bridge_user(s), "bridge", s) for s in bridges]
     accounts += [
         AgentAccount("inference", "inference"),
         AgentAccount("ledger", "ledger"),
@@ -103,6 +123,7 @@ class BrokerPlan:
     tls_ca: Path | None = None
     share_group: str = "inference"  # the inference agents' share_group
     accounts: list[AgentAccount] = field(default_factory=default_accounts)
+    bridge: BridgePlan | None = None  # this is a site's broker, bridged to the central one
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
@@ -123,6 +144,11 @@ class BrokerPlan:
         users = [a.user for a in self.accounts]
         if len(set(users)) != len(users):
             raise ValueError(f"broker users must be unique: {sorted(users)}")
+        if self.bridge is not None and self.bridge.user in users:
+            raise ValueError(
+                f"user {self.bridge.user!r} is the bridge's user on the central broker; this "
+                "broker reserves the bridge's client ids for it and cannot have that user too"
+            )
         # Mosquitto resolves relative paths against its own working directory.
         self.data_dir = self.data_dir.absolute()
         self.tls_cert = self.tls_cert.absolute() if self.tls_cert else None
@@ -200,6 +226,11 @@ def render_acl(plan: BrokerPlan) -> str:
             # results: it stores every one, and may publish one again (the replay command);
             # acknowledgements: no other user may write one
             lines += [f"topic readwrite {t.all_results()}", f"topic write {p}/acks/+"]
+        elif acc.role == "bridge":  # a site broker: its station's traffic (bridge.py)
+            assert acc.station is not None
+            topics = station_topics(t, plan.ha_prefix, acc.station)
+            lines += [f"topic {'write' if b.out else 'read'} {b.topic}" for b in topics]
+            lines.append(f"topic write {t.bridge_state(acc.station)}")  # its notifications
         elif acc.role == "operator":  # the CLI's requests to agents
             lines += [
                 f"topic read {t.everything()}",
@@ -222,7 +253,7 @@ def render_acl(plan: BrokerPlan) -> str:
         "",
         "# Each agent's own availability, status, thumbnail, dead letters, Home Assistant",
         "# device and requests are granted by framewire's plugin (see mosquitto.conf), and only",
-        "# under a client id its user owns.",
+        "# under a client id its user owns; a bridge's, for the agents of its station.",
         "",
     ]
     return "\n".join(lines)
@@ -254,6 +285,14 @@ def render_plugin(plan: BrokerPlan) -> list[str]:
     lines += [f"plugin_opt_own_write {','.join(write)}", f"plugin_opt_own_read {','.join(read)}"]
     if sharers:  # no inference user: nobody may join the group
         lines.append(f"plugin_opt_share_{plan.share_group} {','.join(sharers)}")
+    for acc in plan.accounts:
+        if acc.role == "bridge":
+            assert acc.station is not None
+            lines.append(f"plugin_opt_bridge_{acc.user} {','.join(carried_agents(acc.station))}")
+    if plan.bridge is not None:
+        # the bridge's session on this broker, with the frames queued while the link is
+        # down: owned by a user this broker does not have, so no client can take it over
+        lines.append(f"plugin_opt_owner_{plan.bridge.user} {plan.bridge.local_client_id}")
     return lines
 
 
@@ -315,6 +354,9 @@ def render_conf(plan: BrokerPlan) -> str:
         # Mosquitto started as root switches to user `mosquitto`, which could not read
         # this data directory; for a development broker stay as the current user.
         lines.append(f"user {getpass.getuser()}")
+    if plan.bridge is not None:  # last: every line after `connection` belongs to the bridge
+        write, read = own_topics(plan)
+        lines += ["", *bridge_section(plan.bridge, plan, write, read)]
     return "\n".join(lines) + "\n"
 
 

@@ -67,7 +67,7 @@ def schemas_export(
     directory: Annotated[Path, typer.Argument(help="Where to write the documents.")],
 ) -> None:
     """Write the JSON Schemas and the AsyncAPI 3 document generated from the models."""
-    from schemas.export import export
+    from framewire.contract import export
 
     for path in export(directory):
         console.print(f"wrote {path}")
@@ -251,21 +251,75 @@ def broker(
         typer.Option(help="CA of client certificates: every TLS client must show one."),
     ] = None,
     tls_port: Annotated[int, typer.Option(help="TLS listener port.")] = 8883,
+    bridge_to: Annotated[
+        str | None,
+        typer.Option(
+            help="This is a station's own broker: bridge it to the central broker at this "
+            "mqtt(s)://host:port (needs one --station and --bridge-password-file)."
+        ),
+    ] = None,
+    bridge_user: Annotated[
+        str | None,
+        typer.Option(help="The bridge's user on the central broker (default bridge-<station>)."),
+    ] = None,
+    bridge_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Its password: a copy of the central broker's secrets/bridge-<station>.password."
+        ),
+    ] = None,
+    bridge_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA of the central broker's TLS certificate (its ca.pem), for mqtts:// "
+            "(default: the system's trust store)."
+        ),
+    ] = None,
+    bridge_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="This is the central broker: a station whose own broker bridges in "
+            "(repeat); each gets a user bridge-<station> with that station's rights."
+        ),
+    ] = None,
 ) -> None:
     """Render a Mosquitto configuration (listener, persistence, limits, one user per agent
-    with a generated password, ACLs, client ids bound to users) and run Mosquitto with it in
-    the foreground."""
+    with a generated password, ACLs, client ids bound to users, a bridge to a central broker)
+    and run Mosquitto with it in the foreground."""
     if ctx.invoked_subcommand is not None:
         return
     if profile not in ("development", "production"):
         err.print("[red]--profile must be development or production[/]")
         raise typer.Exit(EXIT_CONFIG)
+    from broker_config.bridge import BridgePlan
     from inference_agent.settings import InferenceSettings
+
+    bridge_options = bridge_user or bridge_password_file or bridge_ca_file
+    if bridge_options and bridge_to is None:
+        err.print(
+            "[red]--bridge-user, --bridge-password-file and --bridge-ca-file need --bridge-to[/]"
+        )
+        raise typer.Exit(EXIT_CONFIG)
+    if bridge_to is not None and (len(station or []) != 1 or bridge_password_file is None):
+        err.print(
+            "[red]--bridge-to needs the site's one --station and --bridge-password-file "
+            "(the central broker's secrets/bridge-<station>.password)[/]"
+        )
+        raise typer.Exit(EXIT_CONFIG)
 
     base = load_settings(AgentSettings)  # the ACL must use the agents' topic prefixes
     share_group = load_settings(InferenceSettings).share_group or "inference"
     folder = data_dir or base.data_dir / "broker"
     try:
+        bridge = None
+        if bridge_to is not None and station and bridge_password_file is not None:
+            bridge = BridgePlan(
+                bridge_to,
+                station[0],
+                bridge_password_file,
+                user=bridge_user or "",
+                ca_file=bridge_ca_file,
+            )
         plan = BrokerPlan(
             folder,
             port=port,
@@ -273,12 +327,13 @@ def broker(
             prefix=base.topic_prefix,
             ha_prefix=base.ha_prefix,
             profile=profile,  # type: ignore[arg-type]
-            accounts=default_accounts(station),
+            accounts=default_accounts(station, bridge_from),
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=tls_ca,
             tls_port=tls_port,
             share_group=share_group,
+            bridge=bridge,
         )
     except ValueError as exc:
         err.print(f"[red]{exc}[/]")
@@ -293,6 +348,8 @@ def broker(
     console.print(f"configuration: {plan.conf_path}")
     for user, path in secrets.items():
         console.print(f"  user {user}: password in {path}")
+    if bridge is not None:
+        console.print(f"  bridged to {bridge_to} as {bridge.user}")
     if render_only:
         return
     try:

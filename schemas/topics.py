@@ -9,6 +9,8 @@
     <prefix>/deadletter/<agent>               DeadLetter (JSON): what an agent refused, and why
     <prefix>/agents/<agent>/request           CommandRequest (JSON), answered on the request's
                                               MQTT 5 response topic, under <prefix>/responses/
+    <prefix>/bridges/<station>/state          "1" / "0": the station's own broker is bridged to
+                                              this one (Mosquitto's notification, retained)
 
 Agents never format topics themselves; they call these functions, which validate every
 identifier that becomes a segment.
@@ -91,6 +93,11 @@ class TopicTree:
     def all_dead_letters(self) -> str:
         return f"{self.prefix}/deadletter/+"
 
+    def bridge_state(self, station: str) -> str:
+        """Mosquitto's retained notification from a station's bridge: "1" connected, "0" not
+        (its Last Will on the central broker)."""
+        return f"{self.prefix}/bridges/{check_identifier(station, 'station id')}/state"
+
     def everything(self) -> str:
         return f"{self.prefix}/#"
 
@@ -101,3 +108,15 @@ class TopicTree:
         if rest == topic or index >= len(parts):
             raise ValueError(f"topic {topic!r} is not under prefix {self.prefix!r}")
         return parts[index]
+
+
+# --- Home Assistant, under its own discovery prefix --------------------------------------
+def ha_status_topic(ha_prefix: str) -> str:
+    """Where Home Assistant announces itself (its birth message, `online`)."""
+    return f"{check_prefix(ha_prefix)}/status"
+
+
+def ha_discovery_topic(ha_prefix: str, agent_id: str) -> str:
+    """An agent's device discovery message."""
+    agent = check_identifier(agent_id, "agent id")
+    return f"{check_prefix(ha_prefix)}/device/framewire_{agent}/config"
