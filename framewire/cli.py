@@ -3,10 +3,12 @@
 from framewire import cli_admin, cli_pipeline, cli_views  # noqa: F401 - they register commands
 from framewire.cli_catalog import catalog_app
 from framewire.cli_common import app
+from framewire.cli_metrics import metrics_app
 from framewire.cli_setup import setup_app
 
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(setup_app, name="setup")
+app.add_typer(metrics_app, name="metrics")
 
 __all__ = ["app"]
 
