@@ -8,6 +8,7 @@ from edge_agents.capture.settings import CaptureSettings
 from edge_agents.ledger.settings import LedgerSettings
 from edge_agents.runtime import AgentSettings
 from inference_agent.settings import InferenceSettings
+from inference_agent.stages import STAGES
 
 BEGIN = "<!-- BEGIN CONFIG REFERENCE (generated: framewire config reference) -->"
 END = "<!-- END CONFIG REFERENCE -->"
@@ -48,5 +49,23 @@ def reference() -> str:
             lines.append(
                 f"| `{name}` | `FRAMEWIRE_{name.upper()}` | {_default(cls, name)} | {desc} |"
             )
+        if cls is InferenceSettings:
+            lines += _stage_table()
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _stage_table() -> list[str]:
+    """The names `[inference] stages` accepts."""
+    lines = [
+        "",
+        "Stages (`stages`), in the order they may run:",
+        "",
+        "| stage | runs after | what it does |",
+        "|---|---|---|",
+    ]
+    for name, spec in STAGES.items():
+        after = ", ".join(f"`{a}`" for a in spec.after) or "(first)"
+        summary = spec.summary + (" (needs `catalog`)" if spec.needs_catalog else "")
+        lines.append(f"| `{name}` | {after} | {summary} |")
+    return lines

@@ -12,7 +12,7 @@ from inference_agent.models import (
 )
 from inference_agent.pipeline import Pipeline
 from inference_agent.settings import InferenceSettings
-from inference_agent.stages import Stage, image_stages
+from inference_agent.stages import Stage, StageOptions, make_stages
 
 logger = logging.getLogger(__name__)
 
@@ -25,31 +25,52 @@ def backend_options(settings: InferenceSettings) -> BackendOptions:
     )
 
 
-def build_pipeline(settings: InferenceSettings, *, agent_id: str) -> Pipeline:
-    """Image stages, plus the card recogniser when a catalog is configured. Loads and warms
-    up the models (raises ModelError or CatalogError with a readable message)."""
-    stages: list[Stage] = image_stages(
-        thumbnail_size=settings.thumbnail_size, limits=settings.shape_limits()
-    )
-    registry: ModelRegistry | None = None
-    if settings.catalog is None:
-        logger.warning("no catalog configured (FRAMEWIRE_CATALOG): card recognition is off")
-    else:
+class _Recogniser:
+    """Builds the card stage when the stages name it, keeping the model registry it loads."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.registry: ModelRegistry | None = None
+
+    def __call__(self) -> Stage:
         from inference_agent.cards.catalog import CatalogSource
         from inference_agent.cards.matcher import CardMatcher
         from inference_agent.cards.ocr import CardOcr
         from inference_agent.cards.recognizer import RecognizeCard
 
+        settings = self.settings
+        assert settings.catalog is not None  # the settings refuse a card stage without one
         catalog = CatalogSource(settings.catalog)
         manifests = load_manifests(settings.model_manifest or default_manifest_path())
-        registry = ModelRegistry(manifests, backend_options(settings))
-        stages.append(
-            RecognizeCard(
-                CardOcr(registry),
-                catalog,
-                CardMatcher(threshold=settings.confidence_threshold),
-            )
+        self.registry = ModelRegistry(manifests, backend_options(settings))
+        return RecognizeCard(
+            CardOcr(self.registry),
+            catalog,
+            CardMatcher(threshold=settings.confidence_threshold),
         )
+
+
+def build_pipeline(settings: InferenceSettings, *, agent_id: str) -> Pipeline:
+    """The stages the settings name (default: the image stages, plus the card recogniser
+    when a catalog is configured). Loads and warms up the models when the card stage runs
+    (raises ModelError or CatalogError with a readable message)."""
+    names = settings.stage_names()
+    if settings.catalog is None:
+        if settings.stages is None:
+            logger.warning("no catalog configured (FRAMEWIRE_CATALOG): card recognition is off")
+    elif "card" not in names:
+        logger.warning("a catalog is configured but the stages leave out card: it is not used")
+    recogniser = _Recogniser(settings) if settings.catalog is not None else None
+    options = StageOptions(
+        thumbnail_size=settings.thumbnail_size,
+        limits=settings.shape_limits(),
+        recogniser=recogniser,
+    )
+    stages = make_stages(names, options)
+    logger.info("stages: %s", ", ".join(names))
     return Pipeline(
-        stages, agent_id=agent_id, cache_entries=settings.cache_entries, registry=registry
+        stages,
+        agent_id=agent_id,
+        cache_entries=settings.cache_entries,
+        registry=recogniser.registry if recogniser else None,
     )

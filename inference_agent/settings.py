@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from edge_agents.runtime import AgentSettings
 from edge_agents.runtime.images import ShapeLimits
+from inference_agent.stages import IMAGE_STAGES, STAGES, check_stages, default_stages
 from schemas import check_identifier
 
 
@@ -32,6 +33,20 @@ class InferenceSettings(AgentSettings):
         "(backpressure to the broker); nothing is dropped.",
     )
     workers: int = Field(default=1, ge=1, le=64, description="Pipeline worker threads.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Frames run through the pipeline in one worker call, at most "
+        "(micro-batching: a batch starts once this many wait, or after batch_wait_ms).",
+    )
+    batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="Longest wait for a batch to fill, ms. 0: a batch takes what is waiting "
+        "when a worker is free (no frame waits for others).",
+    )
     thumbnail_size: int = Field(
         default=256, ge=16, le=2048, description="Longest side of the result thumbnail, pixels."
     )
@@ -42,6 +57,13 @@ class InferenceSettings(AgentSettings):
         default=None,
         description="Card catalog CSV (name,set,number,rarity,market_price,...); reloaded when "
         "it changes. Unset: no card recognition, image facts only.",
+    )
+    stages: list[str] | None = Field(
+        default=None,
+        description="Stages that run, in order (FRAMEWIRE_STAGES: a JSON list, or names "
+        f"separated by commas). Unset: {', '.join(IMAGE_STAGES)}, and card when a catalog "
+        'is set. ["checksum"] only checks the bytes: enough for a box that archives frames. '
+        f"Known: {', '.join(STAGES)} (table below).",
     )
     confidence_threshold: float = Field(
         default=0.85, ge=0, le=1, description="Confidence at or above which a card is identified."
@@ -76,6 +98,30 @@ class InferenceSettings(AgentSettings):
             max_side=self.max_side,
             max_aspect_ratio=self.max_aspect_ratio,
         )
+
+    def stage_names(self) -> list[str]:
+        """The stages this agent runs, in order."""
+        if self.stages is not None:
+            return list(self.stages)
+        return default_stages(catalog=self.catalog is not None)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_list(cls, value: object) -> object:
+        # FRAMEWIRE_STAGES=checksum,decode as well as the JSON list
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _valid_stages(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # catalog is declared above stages, so it is validated already; when it failed, its
+        # own error says so and the stages are not blamed for it
+        if value is None:
+            return None
+        catalog = "catalog" not in info.data or info.data["catalog"] is not None
+        return check_stages(value, catalog=catalog)
 
     @field_validator("share_group")
     @classmethod

@@ -1,15 +1,18 @@
 """Pipeline stages. Each is a small class with a `name` and a `run(frame)` that reads what
-earlier stages produced and adds its own outputs; all of it runs in a worker thread."""
+earlier stages produced and adds its own outputs; all of it runs in a worker thread.
+
+`STAGES` is the registry `[inference] stages` names them from: a short, stable name for the
+configuration, what the stage does, which stages must run before it, and how it is made."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import io
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-import imagehash
 from PIL import Image
 
 from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
@@ -120,16 +123,100 @@ class PerceptualHash:
     name = "phash"
 
     def run(self, frame: FrameWork) -> None:
+        import imagehash  # here, not at the top: the settings read the registry below
+
         source = frame.small or frame.image
         assert source is not None
         frame.phash = str(imagehash.phash(source))
 
 
-def image_stages(*, thumbnail_size: int = 256, limits: ShapeLimits | None = None) -> list[Stage]:
-    """The stages every frame goes through, whatever is recognised in it."""
-    return [
-        VerifyChecksum(),
-        DecodeImage(limits),
-        MakeThumbnail(thumbnail_size),
-        PerceptualHash(),
-    ]
+@dataclass(frozen=True)
+class StageOptions:
+    """What the stage factories need from the settings. `recogniser` builds the card stage
+    with its models and catalog (inference_agent.build); None when no catalog is set."""
+
+    thumbnail_size: int = 256
+    limits: ShapeLimits = field(default_factory=ShapeLimits)
+    recogniser: Callable[[], Stage] | None = None
+
+
+def _recogniser(options: StageOptions) -> Stage:
+    if options.recogniser is None:
+        raise ValueError("the card stage needs a catalog (catalog)")
+    return options.recogniser()
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage as the configuration names it."""
+
+    summary: str
+    make: Callable[[StageOptions], Stage]
+    after: tuple[str, ...] = ()  # stages that must run earlier
+    needs_catalog: bool = False
+
+
+STAGES: dict[str, StageSpec] = {
+    "checksum": StageSpec(
+        "refuses bytes that do not match the frame's sha256 and size (the capture box sends "
+        "them again); always first",
+        lambda o: VerifyChecksum(),
+    ),
+    "decode": StageSpec(
+        "decodes the image within the shape limits; width, height, format, mode",
+        lambda o: DecodeImage(o.limits),
+        after=("checksum",),
+    ),
+    "thumbnail": StageSpec(
+        "a JPEG thumbnail of thumbnail_size pixels",
+        lambda o: MakeThumbnail(o.thumbnail_size),
+        after=("decode",),
+    ),
+    "phash": StageSpec(
+        "64-bit perceptual hash, for the ledger's look-alike check",
+        lambda o: PerceptualHash(),
+        after=("decode",),
+    ),
+    "card": StageSpec(
+        "reads the card (OCR) and matches it in the catalog",
+        _recogniser,
+        after=("decode",),
+        needs_catalog=True,
+    ),
+}
+IMAGE_STAGES = ("checksum", "decode", "thumbnail", "phash")
+
+
+def default_stages(*, catalog: bool) -> list[str]:
+    """The stages run when `stages` is unset: the image stages, and the card recogniser when
+    a catalog is configured."""
+    return [*IMAGE_STAGES, "card"] if catalog else list(IMAGE_STAGES)
+
+
+def check_stages(names: Sequence[str], *, catalog: bool) -> list[str]:
+    """`names` if they form a pipeline that can run, else ValueError saying what is wrong."""
+    known = ", ".join(STAGES)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        listed = ", ".join(repr(n) for n in unknown)
+        raise ValueError(f"unknown stage {listed}; the known stages are {known}")
+    if not names or names[0] != "checksum":
+        raise ValueError(
+            "the first stage must be 'checksum': a frame whose bytes do not match its "
+            f"sha256 is sent again by the capture box, never recorded (known stages: {known})"
+        )
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"stage {name!r} is listed twice")
+        missing = [a for a in STAGES[name].after if a not in seen]
+        if missing:
+            raise ValueError(f"stage {name!r} needs {', '.join(map(repr, missing))} before it")
+        if STAGES[name].needs_catalog and not catalog:
+            raise ValueError(f"stage {name!r} needs a catalog: set catalog, or leave it out")
+        seen.add(name)
+    return list(names)
+
+
+def make_stages(names: Sequence[str], options: StageOptions) -> list[Stage]:
+    return [STAGES[name].make(options) for name in names]
