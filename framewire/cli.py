@@ -1,6 +1,6 @@
 """The `framewire` command line: the app and every command registered on it."""
 
-from framewire import cli_admin, cli_pipeline, cli_views  # noqa: F401 - they register commands
+from framewire import cli_admin, cli_ledger_migrate, cli_pipeline, cli_views  # noqa: F401 - they register commands
 from framewire.cli_catalog import catalog_app
 from framewire.cli_common import app
 from framewire.cli_metrics import metrics_app

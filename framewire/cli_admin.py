@@ -8,7 +8,7 @@ import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -36,6 +36,9 @@ from framewire.cli_common import (
     schemas_app,
     without_bytes,
 )
+
+if TYPE_CHECKING:
+    from edge_agents.ledger.stores import LedgerView
 
 
 @app.command()
@@ -74,14 +77,28 @@ def schemas_export(
 
 
 # --- ledger ----------------------------------------------------------------------------------
-def _ledger_path(db: Path | None) -> Path:
+def _ledger_reader(db: str | None) -> LedgerView:
+    """The ledger named by --db (a file or a URL), else the configured one; exit 1 when it
+    cannot be read."""
     from edge_agents.ledger.settings import LedgerSettings
+    from edge_agents.ledger.stores import LedgerError, LedgerUnavailable, open_reader
 
-    return db or load_settings(LedgerSettings).ledger_path
+    try:
+        if db is not None:
+            return open_reader(db)
+        settings = load_settings(LedgerSettings)
+        return open_reader(settings.ledger_url, password=settings.database_password())
+    except (FileNotFoundError, LedgerError, LedgerUnavailable) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 LedgerDbOption = Annotated[
-    Path | None, typer.Option("--db", help="Ledger database (default: from configuration).")
+    str | None,
+    typer.Option(
+        "--db",
+        help="Ledger database: a SQLite file or a postgresql:// URL (default: from configuration).",
+    ),
 ]
 
 
@@ -97,21 +114,13 @@ def ledger_export(
     """Export every ledger row as JSON (full results, thumbnails included) or CSV (flat
     columns)."""
     _use_config(config)
-    from edge_agents.ledger.store import LedgerReader
-
-    path = _ledger_path(db)
-    try:
-        reader = LedgerReader(path)
-    except FileNotFoundError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(EXIT_FAILED) from None
-    with reader:
+    with _ledger_reader(db) as reader:
         if output is None:
             n = reader.export(sys.stdout, fmt.value)
         else:
             with output.open("w", encoding="utf-8", newline="") as f:
                 n = reader.export(f, fmt.value)
-    err.print(f"exported {n} row(s) from {path}")
+    err.print(f"exported {n} row(s) from {reader.location}")
 
 
 @ledger_app.command("show")
@@ -130,14 +139,8 @@ def ledger_show(
     _use_config(config)
     import base64
 
-    from edge_agents.ledger.store import LedgerReader
-
-    try:
-        with LedgerReader(_ledger_path(db)) as reader:
-            row = reader.get(frame_id)
-    except FileNotFoundError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(EXIT_FAILED) from None
+    with _ledger_reader(db) as reader:
+        row = reader.get(frame_id)
     if row is None:
         err.print(f"[red]frame {frame_id!r} is not in the ledger[/]")
         raise typer.Exit(EXIT_FAILED)

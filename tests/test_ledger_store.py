@@ -1,61 +1,334 @@
-"""The ledger store on a real SQLite file: re-captures name the earliest capture, whatever
-order their results arrive in (several inference boxes answer out of order)."""
+"""The ledger store, on a real SQLite file and on a real PostgreSQL server (the same tests
+for both): re-captures name the earliest capture, whatever order their results arrive in
+(several inference boxes answer out of order), look-alikes are found across the whole
+ledger, and a batch is stored whole or not at all."""
 
 from __future__ import annotations
 
 import itertools
+import random
+import sqlite3
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from edge_agents.ledger.store import LedgerReader, LedgerStore
-from schemas import InferenceResult, new_frame_id, utc_now
+from edge_agents.ledger import lookalike
+from edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
+from edge_agents.ledger.store import LedgerStore
+from edge_agents.ledger.stores import Ledger, open_ledger, open_reader
+from schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
+from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
 
 T0 = utc_now()
 
 
-def result(seconds: int, sha: str, phash: str | None = None) -> InferenceResult:
+def result(
+    seconds: float, sha: str, phash: str | None = None, card: str | None = None
+) -> InferenceResult:
+    """A result captured `seconds` after T0; `card`: identified as that catalog card."""
     at = T0 + timedelta(seconds=seconds)
+    recognised = (
+        None
+        if card is None
+        else CardRecognition(
+            status="identified", card_name=card, set_name="Base", card_number="1", confidence=1
+        )
+    )
     return InferenceResult(
         frame_id=new_frame_id(),
         station="s",
         agent_id="inference",
-        sha256=sha * 64,
+        sha256=sha * 64 if len(sha) == 1 else sha,
         source_name=f"{seconds}.jpg",
         captured_at=at,
         received_at=at,
         completed_at=at,
         status="ok",
         phash=phash,
+        card=recognised,
     )
 
 
+def flip(phash: str, bits: int, above: int = 0) -> str:
+    """`phash` with `bits` bits inverted (from bit `above` up): at that distance from it."""
+    return f"{int(phash, 16) ^ (((1 << bits) - 1) << above):016x}"
+
+
+def unrelated(rng: random.Random, n: int, after: float) -> list[InferenceResult]:
+    """Frames of other cards: random hashes, far (about 32 bits) from any given one."""
+    return [
+        result(after + i, f"{rng.getrandbits(256):064x}", f"{rng.getrandbits(64):016x}")
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Backend:
+    """Where a test's ledger is: a SQLite file or a PostgreSQL database of its own."""
+
+    name: str
+    location: str | Path
+
+    def open(self) -> Ledger:
+        return open_ledger(self.location)
+
+    def duplicates(self) -> dict[str, str | None]:
+        with open_reader(self.location) as reader:
+            return {row["frame_id"]: row["duplicate_of"] for row in reader.rows()}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path / "ledger.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Backend("postgresql", server.new_database())
+
+
 def duplicates(db: Path) -> dict[str, str | None]:
-    with LedgerReader(db) as reader:
-        return {row["frame_id"]: row["duplicate_of"] for row in reader.rows()}
+    return Backend("sqlite", db).duplicates()
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 async def test_duplicate_of_names_the_earliest_capture_in_any_arrival_order(
-    tmp_path: Path, order: tuple[int, ...]
+    backend: Backend, order: tuple[int, ...]
 ) -> None:
     frames = [result(0, "a"), result(5, "a"), result(9, "a")]
-    async with LedgerStore(tmp_path / "ledger.sqlite3") as store:
+    async with backend.open() as store:
         for i in order:
             await store.record(frames[i])
         assert all([await store.result(f.frame_id) for f in frames])
-    rows = duplicates(tmp_path / "ledger.sqlite3")
+    rows = backend.duplicates()
+    first, second, third = (f.frame_id for f in frames)
+    assert rows == {first: None, second: first, third: first}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+async def test_in_one_batch_re_captures_name_the_earliest_capture_in_any_order(
+    backend: Backend, order: tuple[int, ...]
+) -> None:
+    phash = "0123456789abcdef"
+    frames = [result(0, "a", phash), result(5, "b", flip(phash, 2)), result(9, "c", phash)]
+    async with backend.open() as store:
+        recorded = await store.record_many([frames[i] for i in order])
+    assert all(r.inserted for r in recorded)
+    rows = backend.duplicates()
     first, second, third = (f.frame_id for f in frames)
     assert rows == {first: None, second: first, third: first}
 
 
 async def test_a_look_alike_ledgered_first_is_pointed_at_the_earlier_capture(
-    tmp_path: Path,
+    backend: Backend,
 ) -> None:
     early, late = result(0, "b", phash="ffff0000ffff0000"), result(3, "c", "ffff0000ffff0001")
-    async with LedgerStore(tmp_path / "ledger.sqlite3") as store:
+    async with backend.open() as store:
         await store.record(late)
         await store.record(early)
-    rows = duplicates(tmp_path / "ledger.sqlite3")
+    rows = backend.duplicates()
     assert rows == {early.frame_id: None, late.frame_id: early.frame_id}
+
+
+async def test_a_look_alike_of_a_frame_thousands_of_rows_back_is_found(backend: Backend) -> None:
+    phash = "8f0e4d3c2b1a0998"
+    early = result(0, "a", phash)
+    later = unrelated(random.Random(1), 6000, after=10)
+    again = result(10_000, "b", flip(phash, 5))  # a re-capture, 6,000 frames later
+    async with backend.open() as store:
+        await store.record(early)
+        for i in range(0, len(later), 1000):
+            await store.record_many(later[i : i + 1000])
+        recorded = await store.record(again)
+        assert await store.totals() == (6002, 1)
+    assert recorded.duplicate_of == early.frame_id
+    assert backend.duplicates()[again.frame_id] == early.frame_id
+
+
+async def test_look_alikes_are_found_again_after_the_ledger_is_reopened(backend: Backend) -> None:
+    """Identified cards match loosely and only the same card; unidentified frames strictly."""
+    phash = "00ff00ff00ff00ff"
+    pikachu = result(0, "a", phash, card="Pikachu")
+    async with backend.open() as store:
+        await store.record(pikachu)
+    same_card = result(1, "b", flip(phash, 20), card="Pikachu")
+    other_card = result(2, "c", phash, card="Raichu")
+    close = result(3, "d", flip(phash, 6))
+    not_close = result(4, "e", flip(phash, 7, above=32))
+    async with backend.open() as store:
+        found = [await store.record(r) for r in (same_card, other_card, close, not_close)]
+    assert [r.duplicate_of for r in found] == [pikachu.frame_id, None, pikachu.frame_id, None]
+
+
+async def test_a_second_writer_s_rows_are_compared_too(backend: Backend) -> None:
+    """Two stores on one ledger (two agents, or an agent and `ledger migrate`): each write
+    sees what the other committed."""
+    phash = "00000000ffffffff"
+    early, late, earliest = result(10, "a", phash), result(20, "b", phash), result(0, "c", phash)
+    async with backend.open() as one, backend.open() as two:
+        await one.record(early)
+        assert (await two.record(late)).duplicate_of == early.frame_id
+        assert (await one.record(earliest)).duplicate_of is None
+        assert await two.totals() == (3, 2)
+    assert backend.duplicates() == {
+        earliest.frame_id: None,
+        early.frame_id: earliest.frame_id,
+        late.frame_id: earliest.frame_id,
+    }
+
+
+async def test_a_version_2_ledger_gains_integer_hashes_and_keeps_its_look_alikes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.sqlite3"
+    old = result(0, "a", "ffff0000ffff0000")  # the top bit set: a negative 64-bit integer
+    async with LedgerStore(db) as store:
+        await store.record(old)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP INDEX results_phash")
+    conn.execute("ALTER TABLE results DROP COLUMN phash_int")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    again = result(5, "b", "ffff0000ffff0003")
+    async with LedgerStore(db) as store:
+        recorded = await store.record(again)
+    assert recorded.duplicate_of == old.frame_id
+    conn = sqlite3.connect(db)
+    stored = dict(conn.execute("SELECT phash, phash_int FROM results").fetchall())
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    assert stored == {h: int(h, 16) - (1 << 64) for h in ("ffff0000ffff0000", "ffff0000ffff0003")}
+    assert version == 3
+
+
+async def test_record_many_answers_each_result_in_order(backend: Backend) -> None:
+    phash = "1234123412341234"
+    known = result(0, "a", phash)
+    fresh = result(1, "b")
+    recapture = result(2, "c", flip(phash, 1))
+    async with backend.open() as store:
+        first = await store.record(known)
+        answers = await store.record_many([fresh, known, recapture, fresh])
+        assert await store.record_many([]) == []
+    assert first.inserted and first.duplicate_of is None
+    assert [a.inserted for a in answers] == [True, False, True, False]
+    assert [a.duplicate_of for a in answers] == [None, None, known.frame_id, None]
+    assert answers[1].ledgered_at == first.ledgered_at  # the row as it was stored
+    assert answers[3].ledgered_at == answers[0].ledgered_at
+    assert len(backend.duplicates()) == 3
+
+
+async def test_a_batch_that_does_not_fit_on_the_disk_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ledger.sqlite3"
+    rng = random.Random(2)
+    batch = unrelated(rng, 60, after=10) + [
+        result(100 + i, f"{rng.getrandbits(256):064x}", f"{rng.getrandbits(64):016x}", f"Mew {i}")
+        for i in range(10)
+    ]
+    async with LedgerStore(db) as store:
+        await store.record(result(0, "a"))
+        # SQLite's max_page_count on the store's own connection stands in for a full disk
+        pages = await store._db.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await store._db.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await store.record_many(batch)
+        assert await store.totals() == (1, 0)
+        # the failed batch is forgotten by the look-alike index too
+        await store._db.run(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+        unidentified = result(50, "b", flip(batch[0].phash or "", 1))
+        same_card = result(500, "c", batch[-1].phash, card="Mew 9")
+        assert (await store.record(unidentified)).duplicate_of is None
+        assert (await store.record(same_card)).duplicate_of is None
+        answers = await store.record_many(batch)
+    assert all(a.inserted for a in answers)
+    rows = duplicates(db)
+    assert len(rows) == 73
+    assert rows[unidentified.frame_id] == batch[0].frame_id  # adopted: captured earlier
+    assert rows[same_card.frame_id] == batch[-1].frame_id
+
+
+def test_the_byte_table_popcount_agrees_with_numpy() -> None:
+    rng = random.Random(3)
+    values = [0, 1, (1 << 64) - 1, 1 << 63] + [rng.getrandbits(64) for _ in range(1000)]
+    array = np.array(values, dtype=np.uint64)
+    assert lookalike.popcount_by_bytes(array).tolist() == [v.bit_count() for v in values]
+    assert lookalike.popcount(array).tolist() == [v.bit_count() for v in values]
+
+
+@pytest.mark.parametrize("numpy_popcount", [True, False])
+def test_the_index_finds_the_same_relatives_with_either_popcount(
+    monkeypatch: pytest.MonkeyPatch, numpy_popcount: bool
+) -> None:
+    monkeypatch.setattr(lookalike, "NUMPY_POPCOUNT", numpy_popcount)
+    rng = random.Random(4)
+    index = PhashIndex(capacity=4)  # grows as rows arrive
+    base = rng.getrandbits(64)
+    for i in range(3000):
+        bits = base ^ (1 << rng.randrange(64)) if i % 100 == 0 else rng.getrandbits(64)
+        index.append(f"f{i:05d}", phash_bits(f"{bits:016x}"), i, None)
+    found = index.relatives(Probe(bits=base, captured_us=1500, identified=False, card=None))
+    assert found.earliest_before == "f00000"
+    assert found.captured_after == [f"f{i:05d}" for i in range(1600, 3000, 100)]
+    index.truncate(2000)
+    found = index.relatives(Probe(bits=base, captured_us=1500, identified=False, card=None))
+    assert found.captured_after == [f"f{i:05d}" for i in range(1600, 2000, 100)]
+
+
+async def test_sqlite_and_postgresql_keep_the_same_rows(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    rng = random.Random(5)
+    phash = "0f0f0f0f0f0f0f0f"
+    frames = [
+        *unrelated(rng, 20, after=100),
+        result(0, "a", phash, card="Mew"),
+        result(50, "b", flip(phash, 9), card="Mew"),
+        result(60, "c", flip(phash, 3)),
+        result(70, "a"),
+        result(3.25, "d", "ffffffffffffffff"),
+    ]
+    rng.shuffle(frames)
+    backends = [Backend("sqlite", tmp_path / "l.sqlite3"), Backend("pg", postgres.new_database())]
+    answers = []
+    for b in backends:
+        async with b.open() as store:
+            answers.append(
+                await store.record_many(frames[:10]) + await store.record_many(frames[10:])
+            )
+    # the same answers, and the same rows (but for when each was ledgered)
+    assert [(a.inserted, a.duplicate_of) for a in answers[0]] == [
+        (a.inserted, a.duplicate_of) for a in answers[1]
+    ]
+    stored = []
+    for b in backends:
+        with open_reader(b.location) as reader:
+            rows = [{**row, "ledgered_at": None} for row in map(dict, reader.rows())]
+            full = reader.get(frames[0].frame_id)
+            assert reader.count() == len(frames)
+            assert reader.frame_ids() == sorted(f.frame_id for f in frames)
+        assert full is not None
+        stored.append((rows, {**full, "ledgered_at": None}))
+    assert stored[0] == stored[1]
+
+
+def test_a_ledger_is_chosen_by_its_url(tmp_path: Path) -> None:
+    from edge_agents.ledger.settings import LedgerSettings
+    from edge_agents.ledger.stores import LedgerError, redact, sqlite_path
+
+    assert sqlite_path("sqlite:///data/ledger.sqlite3") == Path("data/ledger.sqlite3")
+    assert sqlite_path("sqlite:////var/lib/ledger.sqlite3") == Path("/var/lib/ledger.sqlite3")
+    assert sqlite_path("ledger.sqlite3") == Path("ledger.sqlite3")
+    for wrong in ("sqlite://host/ledger", "mysql://h/db"):
+        with pytest.raises(LedgerError):
+            sqlite_path(wrong)
+    assert isinstance(open_ledger(tmp_path / "l.sqlite3"), LedgerStore)
+    assert redact("postgresql://u:secret@h:5433/db") == "postgresql://u:***@h:5433/db"
+    settings = LedgerSettings(data_dir=tmp_path, database_url="sqlite:////srv/l.sqlite3")
+    assert settings.ledger_url == settings.ledger_path == Path("/srv/l.sqlite3")
+    assert LedgerSettings(data_dir=tmp_path).ledger_url == tmp_path / "ledger.sqlite3"
+    with pytest.raises(ValueError, match="database_password_file"):
+        LedgerSettings(database_url="postgresql://u:secret@h/db")

@@ -1,7 +1,8 @@
 """The ledger: one row per frame, in SQLite (WAL, synchronous=FULL).
 
 A result is acknowledged only after its transaction has committed to disk, and a frame id
-already present is never written again, so resent results cannot double a row.
+already present is never written again, so resent results cannot double a row. How a result
+becomes a row is in `recording`, shared with the PostgreSQL ledger.
 
 File names: `source_name` is the name as it travels, percent-encoded where needed
 (schemas.names: `%`, bytes that are not UTF-8 and control characters as `%XX`), safe to
@@ -13,26 +14,25 @@ Exports carry both: `source_name`, whose decoding is exact for every name, and
 
 from __future__ import annotations
 
-import csv
-import json
+import contextlib
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from edge_agents.ledger import recording
+from edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
+from edge_agents.ledger.lookalike import phash_bits
+from edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
+from edge_agents.ledger.stores import LedgerUnavailable
 from edge_agents.runtime import SqliteThread, transaction
 from schemas import InferenceResult, utc_now
-from schemas.names import name_as_text, unescape_name
 
-# 2: source_path, the original file name's bytes
-SCHEMA_VERSION = 2
-# Perceptual-hash distances (of 64 bits) under which a frame counts as a re-capture of an
-# earlier one: loose when the OCR identified the same catalog card in both, strict otherwise.
-SAME_CARD_DISTANCE = 28
-LOOKALIKE_DISTANCE = 6
-LOOKALIKE_WINDOW = 5000  # unidentified frames are compared with this many recent rows
+__all__ = ["EXPORT_COLUMNS", "SCHEMA_VERSION", "LedgerReader", "LedgerStore", "Recorded"]
+
+# 2: source_path, the original file name's bytes; 3: phash_int, the hash as an integer
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS results (
     height        INTEGER,
     format        TEXT,
     phash         TEXT,
+    phash_int     INTEGER,
     card_status   TEXT,
     card_name     TEXT,
     set_name      TEXT,
@@ -66,40 +67,6 @@ CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256);
 CREATE INDEX IF NOT EXISTS results_card ON results (set_name, card_number, card_name);
 """
 
-EXPORT_COLUMNS = (
-    "frame_id",
-    "station",
-    "source_name",
-    "sha256",
-    "status",
-    "error",
-    "width",
-    "height",
-    "format",
-    "phash",
-    "card_status",
-    "card_name",
-    "set_name",
-    "card_number",
-    "rarity",
-    "market_price",
-    "confidence",
-    "duplicate_of",
-    "agent_id",
-    "captured_at",
-    "completed_at",
-    "ledgered_at",
-    "source_path",
-)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    inserted: bool
-    ledgered_at: datetime
-    status: str
-    duplicate_of: str | None
-
 
 def _init(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -118,137 +85,89 @@ def _init(conn: sqlite3.Connection) -> None:
         conn.execute(
             "UPDATE results SET source_path = CAST(source_name AS BLOB) WHERE source_path IS NULL"
         )
+        if "phash_int" not in columns:
+            conn.execute("ALTER TABLE results ADD COLUMN phash_int INTEGER")
+        hashes = conn.execute(
+            "SELECT rowid, phash FROM results WHERE phash IS NOT NULL AND phash_int IS NULL"
+        ).fetchall()
+        conn.executemany(
+            "UPDATE results SET phash_int = ? WHERE rowid = ?",
+            ((phash_bits(row["phash"]), row["rowid"]) for row in hashes),
+        )
+        # What opening the ledger reads into its look-alike index: a scan of this index,
+        # not of the table and the thumbnails in its rows. Keyed by frame id (a ULID, in
+        # time order), so a new row lands at its end rather than on a random page.
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS results_phash ON results (frame_id, phash_int,"
+            " captured_at, card_status, set_name, card_number, card_name)"
+            " WHERE phash_int IS NOT NULL"
+        )
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _distance(a: str, b: str) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count()
+def _bind(params: Sequence[object]) -> list[object]:
+    # times are stored as ISO 8601 text, as they travel
+    return [p.isoformat() if isinstance(p, datetime) else p for p in params]
 
 
-def _candidates(
-    conn: sqlite3.Connection, r: InferenceResult, *, later: bool
-) -> tuple[list[sqlite3.Row], int]:
-    """Rows that `r` may re-capture (captured before it) or that may re-capture `r`
-    (`later`), by perceptual hash, with the distance that counts as the same picture."""
-    # captured_at is compared as (after, at) so one constant query serves both sides
-    at = r.captured_at.isoformat()
-    after = 1 if later else 0
-    card = r.card
-    if card is not None and card.status == "identified":
-        rows = conn.execute(
-            "SELECT frame_id, phash, duplicate_of FROM results WHERE set_name = ?"
-            " AND card_number = ? AND card_name = ? AND card_status = 'identified'"
-            " AND phash IS NOT NULL AND captured_at != ? AND (captured_at > ?) = ?"
-            " ORDER BY captured_at",
-            (card.set_name, card.card_number, card.card_name, at, at, after),
-        ).fetchall()
-        return rows, SAME_CARD_DISTANCE
-    rows = conn.execute(
-        "SELECT frame_id, phash, duplicate_of FROM (SELECT frame_id, phash, captured_at,"
-        " duplicate_of FROM results WHERE phash IS NOT NULL ORDER BY rowid DESC LIMIT ?)"
-        " WHERE captured_at != ? AND (captured_at > ?) = ? ORDER BY captured_at",
-        (LOOKALIKE_WINDOW, at, at, after),
-    ).fetchall()
-    return rows, LOOKALIKE_DISTANCE
+class _Sql:
+    """`recording.LedgerSql` on one SQLite connection (used on its database thread only)."""
+
+    hashes_all = (
+        f"SELECT rowid, {HASHED} FROM results INDEXED BY results_phash"  # noqa: S608 - constants
+        " WHERE phash_int IS NOT NULL"
+    )
+    # NOT INDEXED: the rows after a rowid, found by the rowid itself
+    hashes_after = f"SELECT rowid, {HASHED} FROM results NOT INDEXED WHERE rowid > ?"  # noqa: S608 - constants
+    newest = "SELECT max(rowid) FROM results"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        row = self.conn.execute(sql, _bind(params)).fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # tuples: quicker than Rows over a whole ledger
+        try:
+            return cursor.execute(sql, _bind(params)).fetchall()
+        finally:
+            cursor.close()
+
+    def many(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        self.conn.executemany(sql, (_bind(row) for row in rows))
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        try:
+            with transaction(self.conn):
+                yield
+        except BaseException:
+            # a COMMIT that fails (a full disk) may leave the transaction open
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
 
-def _find_duplicate(conn: sqlite3.Connection, r: InferenceResult) -> str | None:
-    """The earliest frame captured before this one that it re-captures: the same bytes, or
-    the same identified card looking the same, or (unidentified) a near-identical picture."""
-    row = conn.execute(
-        "SELECT frame_id FROM results WHERE sha256 = ? AND frame_id != ? AND captured_at < ?"
-        " ORDER BY captured_at LIMIT 1",
-        (r.sha256, r.frame_id, r.captured_at.isoformat()),
-    ).fetchone()
-    if row is not None:
-        return str(row[0])
-    if r.phash is None:
-        return None
-    rows, limit = _candidates(conn, r, later=False)
-    for candidate in rows:
-        if _distance(candidate["phash"], r.phash) <= limit:
-            return str(candidate["frame_id"])
-    return None
+def _open(conn: sqlite3.Connection, index: LookalikeIndex) -> None:
+    _init(conn)
+    index.load(_Sql(conn))
 
 
-def _adopt_later_captures(conn: sqlite3.Connection, r: InferenceResult, original: str) -> None:
-    """Results reach the ledger in any order: frames captured after `r` that re-capture it
-    and were ledgered first now name the earliest capture, `original`."""
-    earlier = conn.execute(
-        "SELECT captured_at FROM results WHERE frame_id = ?", (original,)
-    ).fetchone()
-    cutoff = earlier[0] if earlier else r.captured_at.isoformat()
-    later = [
-        str(row[0])
-        for row in conn.execute(
-            "SELECT frame_id FROM results WHERE sha256 = ? AND captured_at > ?",
-            (r.sha256, r.captured_at.isoformat()),
-        )
-    ]
-    if r.phash is not None:
-        rows, limit = _candidates(conn, r, later=True)
-        later += [str(row["frame_id"]) for row in rows if _distance(row["phash"], r.phash) <= limit]
-    for frame_id in set(later):
-        conn.execute(
-            "UPDATE results SET duplicate_of = ? WHERE frame_id = ? AND frame_id != ?"
-            " AND (duplicate_of IS NULL OR duplicate_of IN"
-            " (SELECT frame_id FROM results WHERE captured_at > ?))",
-            (original, frame_id, original, cutoff),
-        )
+def _record_many(
+    conn: sqlite3.Connection, index: LookalikeIndex, results: Sequence[InferenceResult]
+) -> list[Recorded]:
+    return recording.record_many(_Sql(conn), index, results)
 
 
-def _record(conn: sqlite3.Connection, r: InferenceResult) -> Recorded:
-    now = utc_now()
-    image = r.image
-    card = r.card
-    with transaction(conn):
-        known = conn.execute(
-            "SELECT ledgered_at, status, duplicate_of FROM results WHERE frame_id = ?",
-            (r.frame_id,),
-        ).fetchone()
-        if known is not None:
-            return Recorded(
-                inserted=False,
-                ledgered_at=datetime.fromisoformat(known["ledgered_at"]),
-                status=known["status"],
-                duplicate_of=known["duplicate_of"],
-            )
-        duplicate_of = _find_duplicate(conn, r)
-        conn.execute(
-            "INSERT INTO results (frame_id, station, source_name, source_path, sha256, status,"
-            " error, width, height, format, phash, card_status, card_name, set_name,"
-            " card_number, rarity, market_price, confidence, duplicate_of, agent_id,"
-            " captured_at, completed_at, ledgered_at, result)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.frame_id,
-                r.station,
-                r.source_name,
-                unescape_name(r.source_name),
-                r.sha256,
-                r.status,
-                r.error,
-                image.width if image else None,
-                image.height if image else None,
-                image.format if image else None,
-                r.phash,
-                card.status if card else None,
-                card.card_name if card else None,
-                card.set_name if card else None,
-                card.card_number if card else None,
-                card.rarity if card else None,
-                card.market_price if card else None,
-                card.confidence if card else None,
-                duplicate_of,
-                r.agent_id,
-                r.captured_at.isoformat(),
-                r.completed_at.isoformat(),
-                now.isoformat(),
-                r.model_dump_json(),
-            ),
-        )
-        _adopt_later_captures(conn, r, duplicate_of or r.frame_id)
-    return Recorded(inserted=True, ledgered_at=now, status=r.status, duplicate_of=duplicate_of)
+def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
+    return recording.stored_result(_Sql(conn), frame_id)
+
+
+def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    return recording.totals(_Sql(conn))
 
 
 def _backup(conn: sqlite3.Connection, folder: Path, keep: int) -> Path:
@@ -267,18 +186,6 @@ def _backup(conn: sqlite3.Connection, folder: Path, keep: int) -> Path:
     return target
 
 
-def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
-    row = conn.execute("SELECT result FROM results WHERE frame_id = ?", (frame_id,)).fetchone()
-    return InferenceResult.model_validate_json(row["result"]) if row else None
-
-
-def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
-    """Rows in the ledger, and how many of them re-capture an earlier frame. Counting the
-    re-captures reads the whole table: for the start and after a backup, not every status."""
-    row = conn.execute("SELECT count(*), count(duplicate_of) FROM results").fetchone()
-    return int(row[0]), int(row[1])
-
-
 def newest_backup(folder: Path) -> datetime | None:
     """When the newest backup in `folder` was written; None when there is none."""
     newest = max(folder.glob("ledger-*.sqlite3"), default=None)  # the names sort by time
@@ -286,24 +193,52 @@ def newest_backup(folder: Path) -> datetime | None:
 
 
 class LedgerStore:
-    """Async writer used by the ledger agent."""
+    """The SQLite ledger, as the ledger agent writes it (`stores.Ledger`)."""
+
+    backs_up_itself = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = SqliteThread(path, synchronous="FULL")
+        self._index = LookalikeIndex()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     async def __aenter__(self) -> LedgerStore:
         await self._db.__aenter__()
-        await self._db.run(_init)
+        try:
+            await self._db.run(_open, self._index)
+        except BaseException:
+            await self._db.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._db.__aexit__(None, None, None)
 
     async def record(self, result: InferenceResult) -> Recorded:
-        return await self._db.run(_record, result)
+        """Store one result (committed when this returns); see `record_many`."""
+        (recorded,) = await self.record_many([result])
+        return recorded
+
+    async def record_many(self, results: Sequence[InferenceResult]) -> list[Recorded]:
+        """Store results in one transaction, committed to disk (one fsync) when this
+        returns; one Recorded per result, in order. A frame id already in the ledger (or
+        earlier in `results`) is not written again. On LedgerUnavailable (a full or read-only
+        disk) nothing of `results` is stored."""
+        if not results:
+            return []
+        try:
+            return await self._db.run(_record_many, self._index, results)
+        except LedgerUnavailable:
+            raise
+        except sqlite3.OperationalError as err:
+            raise LedgerUnavailable(str(err), self.location) from err
 
     async def backup(self, folder: Path, *, keep: int) -> Path:
+        """Online backup (SQLite's backup API: consistent while the agent writes)."""
         return await self._db.run(_backup, folder, keep)
 
     async def result(self, frame_id: str) -> InferenceResult | None:
@@ -312,23 +247,6 @@ class LedgerStore:
     async def totals(self) -> tuple[int, int]:
         """(rows, re-captures) in the ledger."""
         return await self._db.run(_totals)
-
-
-def _source_path(row: sqlite3.Row) -> str | None:
-    """The original file name as text: exact when it is UTF-8, else None (`source_name`,
-    percent-encoded, is exact for every name)."""
-    raw = row["source_path"]
-    return None if raw is None else name_as_text(bytes(raw))
-
-
-def _full(row: sqlite3.Row) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(row["result"])
-    data.update(
-        ledgered_at=row["ledgered_at"],
-        duplicate_of=row["duplicate_of"],
-        source_path=_source_path(row),
-    )
-    return data
 
 
 class LedgerReader:
@@ -340,6 +258,10 @@ class LedgerReader:
         self.path = path
         self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         self._conn.row_factory = sqlite3.Row
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         self._conn.close()
@@ -361,7 +283,7 @@ class LedgerReader:
             "SELECT result, ledgered_at, duplicate_of, source_path FROM results WHERE frame_id = ?",
             (frame_id,),
         ).fetchone()
-        return None if row is None else _full(row)
+        return None if row is None else full_result(row)
 
     def rows(self) -> Iterator[sqlite3.Row]:
         yield from self._conn.execute(
@@ -371,20 +293,4 @@ class LedgerReader:
 
     def export(self, out: IO[str], fmt: str) -> int:
         """Write every row as CSV (flat columns) or JSON (an array of full results)."""
-        n = 0
-        if fmt == "csv":
-            writer = csv.writer(out)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in self.rows():
-                writer.writerow(
-                    [_source_path(row) if c == "source_path" else row[c] for c in EXPORT_COLUMNS]
-                )
-                n += 1
-            return n
-        out.write("[")
-        for row in self.rows():
-            data = _full(row)
-            out.write(("," if n else "") + "\n  " + json.dumps(data, ensure_ascii=False))
-            n += 1
-        out.write("\n]\n" if n else "]\n")
-        return n
+        return write_export(self.rows(), out, fmt)

@@ -1,0 +1,286 @@
+"""How a result becomes a ledger row, the same on every database the ledger runs on.
+
+The statements are written once, with `?` placeholders, against `LedgerSql`: one open
+connection of a backend (SQLite, PostgreSQL) that binds times and text the way its database
+stores them and runs a write transaction under the ledger's write lock.
+
+Re-captures: a new frame names the earliest frame it re-captures (`duplicate_of`): the same
+bytes (sha256), or else a look-alike by perceptual hash, found in the in-memory index of the
+whole ledger (`lookalike`). Results reach the ledger in any order, so frames captured later
+that were ledgered first are pointed at the earliest capture too.
+
+The index follows the table by insertion order (SQLite's rowid, PostgreSQL's id): it holds
+every row up to `LookalikeIndex.through`. Each write transaction first takes the rows other
+writers committed since then (none, when this store is the only writer), so a frame is
+compared with every committed row, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from edge_agents.ledger.lookalike import CardKey, PhashIndex, Probe, Relatives, micros, phash_bits
+from schemas import InferenceResult, utc_now
+from schemas.names import unescape_name
+
+Row = tuple[Any, ...]
+
+# the columns of a row, in the order `row_values` gives them
+COLUMNS = (
+    "frame_id",
+    "station",
+    "source_name",
+    "source_path",
+    "sha256",
+    "status",
+    "error",
+    "width",
+    "height",
+    "format",
+    "phash",
+    "phash_int",
+    "card_status",
+    "card_name",
+    "set_name",
+    "card_number",
+    "rarity",
+    "market_price",
+    "confidence",
+    "duplicate_of",
+    "agent_id",
+    "captured_at",
+    "completed_at",
+    "ledgered_at",
+    "result",
+)
+_INSERT = f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608 - constants
+# what the look-alike index reads of a row, after its insertion order
+HASHED = "phash_int, captured_at, frame_id, card_status, set_name, card_number, card_name"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    inserted: bool
+    ledgered_at: datetime
+    status: str
+    duplicate_of: str | None
+
+
+class LedgerSql(Protocol):
+    """One connection to a ledger database. Statements use `?` placeholders; values come back
+    as tuples, times as the database gives them (`as_time` reads either form)."""
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Row | None: ...
+
+    def all(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+    def many(self, sql: str, rows: Iterable[Sequence[object]]) -> None: ...
+
+    def write(self) -> AbstractContextManager[None]:
+        """A transaction holding the ledger's write lock: committed when the block ends,
+        rolled back (and the error raised) when it raises."""
+        ...
+
+    # `SELECT <insertion order>, HASHED FROM results` for every row with a hash (`all`), or
+    # for the rows after a given insertion order (`after`, one placeholder)
+    hashes_all: str
+    hashes_after: str
+    newest: str  # `SELECT max(<insertion order>) FROM results`
+
+
+def as_time(value: object) -> datetime:
+    """A stored time: SQLite holds ISO 8601 text, PostgreSQL gives a datetime."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+class LookalikeIndex:
+    """The perceptual hashes of every row up to insertion order `through`."""
+
+    def __init__(self) -> None:
+        self.hashes = PhashIndex()
+        self.through = 0
+
+    def load(self, db: LedgerSql) -> None:
+        self.hashes = PhashIndex()
+        self.through = 0
+        self._take(db.all(db.hashes_all))
+        self.through = max(self.through, _int(db.one(db.newest)))
+
+    def refresh(self, db: LedgerSql) -> None:
+        """Take the rows committed since the index was last in step (by another writer)."""
+        self._take(db.all(db.hashes_after, (self.through,)))
+
+    def _take(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        hashed = [row for row in rows if row[1] is not None]
+        additions = PhashIndex.of(
+            [row[3] for row in hashed],
+            [row[1] for row in hashed],
+            [micros(as_time(row[2])) for row in hashed],
+            [_stored_card(*row[4:]) for row in hashed],
+        )
+        if len(self.hashes) == 0:
+            self.hashes = additions
+        else:
+            self.hashes.extend(additions)
+        self.through = max(self.through, max(int(row[0]) for row in rows))
+
+
+def _int(row: Row | None) -> int:
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def _stored_card(
+    status: str | None, set_name: str | None, number: str | None, name: str | None
+) -> CardKey | None:
+    if status != "identified" or set_name is None or number is None or name is None:
+        return None
+    return set_name, number, name
+
+
+def card_key(r: InferenceResult) -> CardKey | None:
+    card = r.card
+    if card is None or card.set_name is None or card.card_number is None:
+        return None
+    return None if card.card_name is None else (card.set_name, card.card_number, card.card_name)
+
+
+def probe(r: InferenceResult) -> Probe | None:
+    """How `r` is compared with the ledger's look-alikes; None without a perceptual hash."""
+    if r.phash is None:
+        return None
+    identified = r.card is not None and r.card.status == "identified"
+    return Probe(
+        bits=phash_bits(r.phash),
+        captured_us=micros(r.captured_at),
+        identified=identified,
+        card=card_key(r) if identified else None,
+    )
+
+
+def _find_duplicate(db: LedgerSql, r: InferenceResult, looks: Relatives | None) -> str | None:
+    """The earliest frame captured before this one that it re-captures: the same bytes, or
+    the same identified card looking the same, or (unidentified) a near-identical picture."""
+    row = db.one(
+        "SELECT frame_id FROM results WHERE sha256 = ? AND frame_id != ? AND captured_at < ?"
+        " ORDER BY captured_at, frame_id LIMIT 1",
+        (r.sha256, r.frame_id, r.captured_at),
+    )
+    if row is not None:
+        return str(row[0])
+    return None if looks is None else looks.earliest_before
+
+
+def _adopt_later_captures(
+    db: LedgerSql, r: InferenceResult, looks: Relatives | None, original: str
+) -> None:
+    """Results reach the ledger in any order: frames captured after `r` that re-capture it
+    and were ledgered first now name the earliest capture, `original`."""
+    earlier = db.one("SELECT captured_at FROM results WHERE frame_id = ?", (original,))
+    cutoff = earlier[0] if earlier else r.captured_at
+    later = [
+        str(row[0])
+        for row in db.all(
+            "SELECT frame_id FROM results WHERE sha256 = ? AND captured_at > ?",
+            (r.sha256, r.captured_at),
+        )
+    ]
+    if looks is not None:
+        later += looks.captured_after
+    db.many(
+        "UPDATE results SET duplicate_of = ? WHERE frame_id = ? AND frame_id != ?"
+        " AND (duplicate_of IS NULL OR duplicate_of IN"
+        " (SELECT frame_id FROM results WHERE captured_at > ?))",
+        [(original, frame_id, original, cutoff) for frame_id in sorted(set(later))],
+    )
+
+
+def row_values(r: InferenceResult, duplicate_of: str | None, now: datetime) -> tuple[object, ...]:
+    """The row of `r`, column by column (`COLUMNS`), ledgered at `now`."""
+    image = r.image
+    card = r.card
+    return (
+        r.frame_id,
+        r.station,
+        r.source_name,
+        unescape_name(r.source_name),
+        r.sha256,
+        r.status,
+        r.error,
+        image.width if image else None,
+        image.height if image else None,
+        image.format if image else None,
+        r.phash,
+        None if r.phash is None else phash_bits(r.phash),
+        card.status if card else None,
+        card.card_name if card else None,
+        card.set_name if card else None,
+        card.card_number if card else None,
+        card.rarity if card else None,
+        card.market_price if card else None,
+        card.confidence if card else None,
+        duplicate_of,
+        r.agent_id,
+        r.captured_at,
+        r.completed_at,
+        now,
+        r.model_dump_json(),
+    )
+
+
+def _record_one(db: LedgerSql, hashes: PhashIndex, r: InferenceResult, now: datetime) -> Recorded:
+    known = db.one(
+        "SELECT ledgered_at, status, duplicate_of FROM results WHERE frame_id = ?",
+        (r.frame_id,),
+    )
+    if known is not None:
+        return Recorded(
+            inserted=False, ledgered_at=as_time(known[0]), status=known[1], duplicate_of=known[2]
+        )
+    hashed = probe(r)
+    looks = None if hashed is None else hashes.relatives(hashed)
+    duplicate_of = _find_duplicate(db, r, looks)
+    db.many(_INSERT, [row_values(r, duplicate_of, now)])
+    _adopt_later_captures(db, r, looks, duplicate_of or r.frame_id)
+    if hashed is not None:
+        hashes.append(r.frame_id, hashed.bits, hashed.captured_us, hashed.card)
+    return Recorded(inserted=True, ledgered_at=now, status=r.status, duplicate_of=duplicate_of)
+
+
+def record_many(
+    db: LedgerSql, index: LookalikeIndex, results: Sequence[InferenceResult]
+) -> list[Recorded]:
+    """Every result in one transaction (one commit), each seeing the ones before it; on an
+    error none of them is stored and the index forgets them too."""
+    now = utc_now()
+    size = len(index.hashes)
+    try:
+        with db.write():
+            index.refresh(db)
+            size = len(index.hashes)
+            recorded = [_record_one(db, index.hashes, r, now) for r in results]
+            newest = _int(db.one(db.newest))
+    except BaseException:
+        # Rows the index took from other writers stay: they are committed. A COMMIT whose
+        # outcome is unknown (a connection lost) is settled by the next refresh.
+        index.hashes.truncate(size)
+        raise
+    index.through = max(index.through, newest)
+    return recorded
+
+
+def stored_result(db: LedgerSql, frame_id: str) -> InferenceResult | None:
+    row = db.one("SELECT result FROM results WHERE frame_id = ?", (frame_id,))
+    return InferenceResult.model_validate_json(row[0]) if row else None
+
+
+def totals(db: LedgerSql) -> tuple[int, int]:
+    """Rows in the ledger, and how many of them re-capture an earlier frame. Counting the
+    re-captures reads the whole table: for the start and after a backup, not every status."""
+    row = db.one("SELECT count(*), count(duplicate_of) FROM results")
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
