@@ -1,7 +1,9 @@
 """Inference agent: frames in, one result per frame out.
 
-Frames wait in a bounded queue; when it is full, intake waits, so the broker holds the
-rest (nothing is dropped here). The pipeline runs in worker threads, never on the loop.
+Frames wait in the `frames` lane, bounded: when it is full the broker holds the rest of
+the stream (the agent's Receive Maximum), and a frame is acknowledged to the broker only
+once its result is published. The pipeline runs in worker threads, never on the loop, a
+micro-batch of frames per call (batch_size, batch_wait_ms).
 """
 
 from __future__ import annotations
@@ -15,28 +17,54 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge_agents.runtime import AgentRuntime, CommandError
+from edge_agents.runtime import AgentRuntime, AgentSpec, CommandError, Inbound, Lane, Receive, Send
+from edge_agents.runtime.batching import Batcher
 from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import Entity, status_sensor
 from inference_agent.build import build_pipeline
 from inference_agent.cards.recognizer import RecognizeCard
 from inference_agent.models import ModelError, default_manifest_path, load_manifests
-from inference_agent.pipeline import Pipeline
+from inference_agent.pipeline import Outcome, Pipeline
 from inference_agent.settings import InferenceSettings
-from schemas import (
-    ErrorKind,
-    FrameMeta,
-    InferenceResult,
-    MessageError,
-    encode_json,
-    frame_meta_from_properties,
-    user_properties,
-    utc_now,
-)
+from schemas import FrameMeta, InferenceResult, encode_json, utc_now
+from schemas.channels import FRAMES, RESULTS, THUMBNAIL, Frame
 
 logger = logging.getLogger(__name__)
 
 Job = tuple[FrameMeta, bytes, datetime]
+
+SPEC = AgentSpec(
+    kind="inference",
+    receives=(
+        Receive(
+            FRAMES,
+            "Frames of every station; the agents of a share group split the stream.",
+            "frames",
+            shared=True,
+        ),
+    ),
+    sends=(
+        Send(RESULTS, "One result per frame, to the frame's station."),
+        Send(THUMBNAIL, "A small JPEG of the last frame (Home Assistant's image).", 0, True),
+    ),
+    lanes=(Lane("frames", capacity=8, workers=8, summary="frames waiting for the pipeline"),),
+    counters={
+        "frames.received": "frames taken from the broker",
+        "results.ok": "results published for frames read",
+        "results.error": "results published for frames that could not be read",
+        "results.cached": "results answered from the cache (a resend of a frame seen before)",
+        "model_swaps": "models replaced by reload_model",
+        "model_swaps.refused": "reload_model requests refused (the old model stays)",
+    },
+    gauges={
+        "frames_waiting": "frames received and not yet answered",
+        "cache_entries": "results remembered by sha256",
+    },
+    commands={
+        "reload_model": "verify, warm up and swap one model or all (name=..., manifest=...)",
+        "reload_catalog": "read the card catalog again",
+    },
+)
 
 
 class InferenceAgent:
@@ -44,9 +72,15 @@ class InferenceAgent:
         self.settings = settings
         self.runtime = runtime
         self.pipeline = pipeline
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=settings.queue_size)
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="pipeline")
-        runtime.gauge("frames_waiting", self.queue.qsize)
+        self.batches: Batcher[Job, Outcome] = Batcher(
+            self._run_batch,
+            max_size=settings.batch_size,
+            max_wait=settings.batch_wait_ms / 1000,
+            concurrency=settings.workers,
+        )
+        self.in_hand = 0
+        runtime.gauge("frames_waiting", lambda: self.in_hand + runtime.dispatcher.depth("frames"))
         runtime.gauge("cache_entries", lambda: len(pipeline.cache))
         runtime.count_throughput("frames.received")
         runtime.details.update(last_card=None, last_confidence=None, last_status=None)
@@ -89,7 +123,7 @@ class InferenceAgent:
                 seconds = (loaded.load_ms + loaded.warmup_ms) / 1000
                 load.labels(agent=runtime.agent_id, model=name).set(seconds)
         runtime.details.update(
-            stages=",".join(s.name for s in pipeline.stages),
+            stages=",".join(settings.stage_names()),
             share_group=settings.share_group or "",
             catalog=str(settings.catalog) if settings.catalog else None,
         )
@@ -98,45 +132,41 @@ class InferenceAgent:
         if pipeline.registry is not None:
             runtime.details["model_load_ms"] = round(pipeline.registry.total_load_ms(), 1)
 
-    async def on_frame(self, message: aiomqtt.Message) -> None:
-        received_at = utc_now()
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        meta = frame_meta_from_properties(user_properties(message.properties))
-        station = self.runtime.topics.segment(message.topic.value, 1)
-        if station != meta.station:
-            raise MessageError(
-                ErrorKind.SCHEMA_INVALID,
-                f"frame of station {meta.station!r} arrived on the topic of {station!r}",
-            )
-        self.runtime.counters["frames.received"] += 1
-        await self.queue.put((meta, payload, received_at))
+    async def _run_batch(self, jobs: list[Job]) -> list[Outcome]:
+        def run() -> list[Outcome]:
+            return [self.pipeline.process(meta, payload, at) for meta, payload, at in jobs]
 
-    async def work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            meta, payload, received_at = await self.queue.get()
-            try:
-                outcome = await loop.run_in_executor(
-                    self.pool, self.pipeline.process, meta, payload, received_at
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    async def on_frame(self, message: Inbound[Frame]) -> None:
+        received_at = utc_now()
+        meta, payload = message.value
+        self.runtime.count("frames.received")
+        self.in_hand += 1
+        try:
+            outcome = await self.batches.submit((meta, payload, received_at))
+            if outcome.error is not None:
+                await self.runtime.dead_letter(
+                    outcome.error.kind,
+                    outcome.error.reason,
+                    source_topic=message.topic,
+                    source_name=meta.source_name,
+                    frame_id=meta.frame_id,
+                    payload=payload,
                 )
-                if outcome.error is not None:
-                    await self.runtime.dead_letter(
-                        outcome.error.kind,
-                        outcome.error.reason,
-                        source_topic=self.runtime.topics.frames(meta.station),
-                        source_name=meta.source_name,
-                        frame_id=meta.frame_id,
-                        payload=payload,
-                    )
-                if outcome.result is not None:
-                    await self.runtime.publish_when_connected(
-                        self.runtime.topics.results(meta.station), encode_json(outcome.result)
-                    )
-                    kind = "cached" if outcome.result.cached else outcome.result.status
-                    self.runtime.counters[f"results.{kind}"] += 1
-                    await self._report(outcome.result)
-            finally:
-                self.queue.task_done()
+            if outcome.result is not None:
+                try:
+                    await self.runtime.send(RESULTS, meta.station, encode_json(outcome.result))
+                except aiomqtt.MqttError as err:
+                    # not acknowledged on a connection that is gone: the frame comes again
+                    # (or its station resends it) and the cache answers it
+                    logger.info("result of frame %s not published: %s", meta.frame_id, err)
+                    return
+                kind = "cached" if outcome.result.cached else outcome.result.status
+                self.runtime.count(f"results.{kind}")
+                await self._report(outcome.result)
+        finally:
+            self.in_hand -= 1
 
     async def _report(self, result: InferenceResult) -> None:
         """Metrics, status details and the retained thumbnail (a Home Assistant image)."""
@@ -155,12 +185,7 @@ class InferenceAgent:
         if result.thumbnail is not None:
             # a thumbnail is a convenience: the result itself was delivered either way
             with contextlib.suppress(aiomqtt.MqttError):
-                await self.runtime.publish(
-                    self.runtime.topics.thumbnail(agent), result.thumbnail.data, retain=True
-                )
-
-    async def drain(self) -> None:
-        await self.queue.join()
+                await self.runtime.send(THUMBNAIL, agent, result.thumbnail.data)
 
     # --- requests over MQTT ---------------------------------------------------------------
     async def reload_model(self, args: dict[str, Scalar]) -> CommandResult:
@@ -180,10 +205,10 @@ class InferenceAgent:
             try:
                 loaded = await asyncio.to_thread(registry.swap, manifests[model])
             except ModelError as err:
-                self.runtime.counters["model_swaps.refused"] += 1
+                self.runtime.count("model_swaps.refused")
                 raise CommandError(f"{err}; the previous model stays in use") from None
             self.pipeline.swaps += 1
-            self.runtime.counters["model_swaps"] += 1
+            self.runtime.count("model_swaps")
             self.runtime.details[f"model.{model}"] = loaded.describe()
             data[model] = loaded.describe()
             data[f"{model}.load_ms"] = round(loaded.load_ms + loaded.warmup_ms, 1)
@@ -205,15 +230,13 @@ async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None)
     # offline persistent member, so a dead box would sit on its share of the stream until
     # it came back. Without a session its share goes to the live members, and capture
     # resends what the dead one held as soon as its Last Will says it is gone.
-    runtime = AgentRuntime(settings, "inference", persistent=not settings.share_group)
+    capacity = settings.queue_size + settings.workers * settings.batch_size
+    spec = SPEC.resized("frames", capacity=capacity, workers=capacity)
+    runtime = AgentRuntime(settings, spec, persistent=not settings.share_group)
     pipeline = await asyncio.to_thread(build_pipeline, settings, agent_id=runtime.agent_id)
     agent = InferenceAgent(settings, runtime, pipeline)
     topics = runtime.topics
-    if settings.share_group:
-        topic = topics.shared_frames(settings.share_group)
-    else:
-        topic = topics.all_frames()
-    runtime.subscribe(topic, agent.on_frame, match=topics.all_frames())
+    runtime.receive(FRAMES, agent.on_frame, share=settings.share_group or None)
     runtime.command("reload_model", agent.reload_model)
     runtime.entities.append(
         Entity(
@@ -224,8 +247,8 @@ async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None)
         )
     )
     runtime.command("reload_catalog", agent.reload_catalog)
-    tasks = {f"worker-{i}": agent.work for i in range(settings.workers)}
     try:
-        await runtime.run(tasks, drain=agent.drain, stop=stop)
+        await runtime.run({}, stop=stop)
     finally:
+        await agent.batches.close()
         agent.pool.shutdown(wait=False, cancel_futures=True)

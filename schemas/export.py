@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from schemas.channels import CHANNELS, Channel, Operation
 from schemas.messages import JSON_MESSAGES, SCHEMA_VERSION, Availability, FrameMeta, Message
-from schemas.topics import TopicTree
 
-_TREE = TopicTree("PREFIX")
 _REF = "#/components/schemas/{model}"
 
 
@@ -40,86 +40,47 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _address(topic: str) -> str:
-    """AsyncAPI address from a topic built by TopicTree with placeholder identifiers."""
-    names = {"PREFIX": "{prefix}", "STATION": "{station}", "AGENT": "{agent}", "CLIENT": "{client}"}
-    return "/".join(names.get(seg, seg) for seg in topic.split("/"))
-
-
-def _channel(topic: str, params: dict[str, str], message: str) -> dict[str, Any]:
-    params = {"prefix": "Topic prefix (default 'framewire').", **params}
+def _channel(channel: Channel) -> dict[str, Any]:
+    params = {
+        "prefix": "Topic prefix (default 'framewire').",
+        channel.param: _PARAMS[channel.param],
+    }
     return {
-        "address": _address(topic),
+        "address": channel.address(),
+        "description": channel.summary,
         "parameters": {k: {"description": v} for k, v in params.items()},
-        "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        "messages": {channel.message: {"$ref": f"#/components/messages/{channel.message}"}},
     }
 
 
-def _operation(action: str, channel: str, message: str, doc: str, qos: int, retain: bool) -> Any:
+def _operation(op: Operation) -> dict[str, Any]:
+    name, message = op.channel.name, op.channel.message
+    summary = op.summary + (" (MQTT 5 shared subscription)" if op.shared else "")
     return {
-        "action": action,
-        "summary": doc,
-        "channel": {"$ref": f"#/channels/{channel}"},
-        "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"}],
-        "bindings": {"mqtt": {"qos": qos, "retain": retain, "bindingVersion": "0.2.0"}},
+        "action": op.action,
+        "summary": summary,
+        "channel": {"$ref": f"#/channels/{name}"},
+        "messages": [{"$ref": f"#/channels/{name}/messages/{message}"}],
+        "bindings": {"mqtt": {"qos": op.qos, "retain": op.retain, "bindingVersion": "0.2.0"}},
     }
 
 
-def asyncapi() -> dict[str, Any]:
-    station = {"station": "Capture station id."}
-    agent = {"agent": "Agent id."}
-    t = _TREE
-    channels = {
-        "frames": _channel(t.frames("STATION"), station, "Frame"),
-        "results": _channel(t.results("STATION"), station, "InferenceResult"),
-        "acks": _channel(t.acks("STATION"), station, "LedgerAck"),
-        "availability": _channel(t.availability("AGENT"), agent, "Availability"),
-        "status": _channel(t.status("AGENT"), agent, "AgentStatus"),
-        "deadletter": _channel(t.dead_letters("AGENT"), agent, "DeadLetter"),
-        "thumbnail": _channel(t.thumbnail("AGENT"), agent, "Thumbnail"),
-        "request": _channel(t.requests("AGENT"), agent, "CommandRequest"),
-        "response": _channel(
-            t.responses("CLIENT"), {"client": "The requesting client's id."}, "CommandResponse"
-        ),
-    }
-    operations = {
-        "captureSendsFrame": _operation(
-            "send", "frames", "Frame", "Capture agent publishes each frame.", 1, False
-        ),
-        "inferenceReceivesFrame": _operation(
-            "receive", "frames", "Frame", "Inference agents share the frame stream.", 1, False
-        ),
-        "inferenceSendsResult": _operation(
-            "send", "results", "InferenceResult", "One result per frame.", 1, False
-        ),
-        "ledgerReceivesResult": _operation(
-            "receive", "results", "InferenceResult", "The ledger stores each result once.", 1, False
-        ),
-        "ledgerSendsAck": _operation(
-            "send", "acks", "LedgerAck", "Sent after the result is committed.", 1, False
-        ),
-        "captureReceivesAck": _operation(
-            "receive", "acks", "LedgerAck", "Ends the frame's retries.", 1, False
-        ),
-        "agentSendsAvailability": _operation(
-            "send", "availability", "Availability", "Retained; Last Will is offline.", 1, True
-        ),
-        "agentSendsStatus": _operation(
-            "send", "status", "AgentStatus", "Retained periodic heartbeat.", 1, True
-        ),
-        "agentSendsDeadLetter": _operation(
-            "send", "deadletter", "DeadLetter", "Input an agent refused, and why.", 1, False
-        ),
-        "inferenceSendsThumbnail": _operation(
-            "send", "thumbnail", "Thumbnail", "JPEG of the last frame (retained).", 0, True
-        ),
-        "agentReceivesRequest": _operation(
-            "receive", "request", "CommandRequest", "Reload, pause, status...", 1, False
-        ),
-        "agentSendsResponse": _operation(
-            "send", "response", "CommandResponse", "To the request's response topic.", 1, False
-        ),
-    }
+_PARAMS = {
+    "station": "Capture station id.",
+    "agent": "Agent id.",
+    "client": "The requesting client's id.",
+}
+
+
+def asyncapi(operations: Sequence[Operation]) -> dict[str, Any]:
+    """The AsyncAPI 3 document of `operations`: what the agents declare they do
+    (framewire/contract.py collects them)."""
+    channels = {c.name: _channel(c) for c in CHANNELS}
+    ops: dict[str, Any] = {}
+    for op in operations:
+        if op.operation_id in ops:
+            raise ValueError(f"operation {op.operation_id} is declared twice")
+        ops[op.operation_id] = _operation(op)
     messages: dict[str, Any] = {
         "Frame": {
             "name": "Frame",
@@ -157,22 +118,22 @@ def asyncapi() -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "channels": channels,
-        "operations": operations,
+        "operations": ops,
         "components": {"schemas": _schemas(), "messages": messages},
     }
 
 
-def documents() -> dict[str, str]:
+def documents(operations: Sequence[Operation]) -> dict[str, str]:
     """Every generated document, by relative path, as the text to commit."""
-    docs = {"asyncapi.json": asyncapi()}
+    docs = {"asyncapi.json": asyncapi(operations)}
     for name, schema in json_schemas().items():
         docs[f"schemas/{name}.schema.json"] = schema
     return {path: json.dumps(doc, indent=2, sort_keys=False) + "\n" for path, doc in docs.items()}
 
 
-def export(directory: Path) -> list[Path]:
+def export(directory: Path, operations: Sequence[Operation]) -> list[Path]:
     written = []
-    for rel, text in documents().items():
+    for rel, text in documents(operations).items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -97,3 +97,33 @@ def test_refuses_a_sliver_that_would_exhaust_the_ocr(size: tuple[int, int]) -> N
         inspect_image(data, ImageLimits(max_bytes=1_000_000, max_pixels=50_000_000))
     assert exc.value.kind == ErrorKind.DECOMPRESSION_BOMB
     assert "max_aspect_ratio" in exc.value.reason or "max_side" in exc.value.reason
+
+
+def _with_exif_thumbnail() -> bytes:
+    """A JPEG whose EXIF block holds a whole JPEG thumbnail, end marker and all."""
+    thumb = encoded("JPEG", (16, 12))
+    exif = Image.Exif()
+    buf = io.BytesIO()
+    image = Image.new("RGB", (320, 240), 90)
+    image.save(buf, "JPEG", exif=exif.tobytes() + thumb)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("decode", [False, True])
+@pytest.mark.parametrize("cut", [600, 2000, -2])
+def test_a_jpeg_cut_anywhere_is_truncated_even_past_an_exif_thumbnails_end(
+    cut: int, decode: bool
+) -> None:
+    """Checked by structure (the default) or by decoding it all (decode_check): the same."""
+    limits = ImageLimits(max_bytes=1_000_000, decode=decode)
+    data = _with_exif_thumbnail()
+    assert data.count(b"\xff\xd9") >= 2  # the thumbnail's end, then the image's
+    with pytest.raises(FrameRejectedError) as err:
+        inspect_image(data[:cut], limits)
+    assert err.value.kind in (ErrorKind.TRUNCATED, ErrorKind.NOT_IMAGE)
+    assert inspect_image(data, limits).format == "JPEG"
+
+
+def test_what_a_camera_appends_after_the_image_does_not_make_it_truncated() -> None:
+    motion_photo = jpeg_bytes() + b"\x00\x00\x00\x18ftypmp42" + bytes(5000)
+    assert inspect_image(motion_photo, LIMITS).format == "JPEG"

@@ -68,6 +68,7 @@ def wait_online(rec: Recorder, p: Pipeline, *agents: str) -> None:
     for agent in agents:
         wait_until(
             lambda a=agent: any(m.payload == b"online" for m in rec.on(t.availability(a))),
+            timeout=120,  # models load and warm up first; slow on a busy machine
             what=f"{agent} online",
         )
 

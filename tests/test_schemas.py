@@ -25,7 +25,7 @@ from schemas import (
     frame_properties,
     new_frame_id,
 )
-from schemas.export import documents
+from framewire.contract import documents
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -22,8 +22,9 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -31,9 +32,18 @@ from edge_agents.capture.files import not_a_file, path_of, read_in_folder
 from edge_agents.capture.guard import StateGuard
 from edge_agents.capture.inspect import FrameRejectedError, Inspection, inspect_image
 from edge_agents.capture.settings import CaptureSettings
-from edge_agents.capture.state import CaptureState, FileVersion, FrameRow
+from edge_agents.capture.state import CaptureState, FileVersion, FrameRow, FrameState
 from edge_agents.capture.watcher import FolderWatcher
-from edge_agents.runtime import AgentRuntime, CommandError
+from edge_agents.runtime import (
+    AgentRuntime,
+    AgentSpec,
+    CommandError,
+    Inbound,
+    Lane,
+    Receive,
+    Send,
+)
+from edge_agents.runtime.batching import Batcher
 from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import Fact, StoredFacts
 from edge_agents.runtime.presence import AgentPresence
@@ -43,10 +53,10 @@ from schemas import (
     InferenceResult,
     LedgerAck,
     MessageError,
-    decode_json,
     frame_properties,
     new_frame_id,
 )
+from schemas.channels import ACKS, AVAILABILITY, FRAMES, RESULTS, STATUS
 from schemas.messages import SOURCE_NAME_MAX
 from schemas.names import printable
 
@@ -54,6 +64,62 @@ logger = logging.getLogger(__name__)
 
 # what a file still being written looks like
 _MAYBE_UNFINISHED = frozenset({ErrorKind.TRUNCATED, ErrorKind.EMPTY})
+# frames read into memory and published together, at most (and at most this many bytes)
+SEND_BATCH = 64
+INGEST_BATCH = 64  # files settled together, looked up, read and recorded together
+SEND_BATCH_BYTES = 64 * 1024**2
+
+SPEC = AgentSpec(
+    kind="capture",
+    receives=(
+        Receive(ACKS, "The ledger committed a frame of this station: its resends end.", "replies"),
+        Receive(RESULTS, "An inference agent answered a frame of this station.", "replies"),
+        Receive(
+            AVAILABILITY,
+            "Which agents are online: frames wait while no inference agent is, and what a "
+            "dead one held is sent again at once.",
+            "control",
+        ),
+        Receive(STATUS, "Each agent's kind (which of those online infer).", "control"),
+    ),
+    sends=(
+        Send(
+            FRAMES,
+            "Every frame, its metadata in MQTT 5 user properties; resent with the same frame "
+            "id until the ledger acknowledges it.",
+        ),
+    ),
+    lanes=(
+        Lane(
+            "replies",
+            capacity=512,
+            workers=128,
+            summary="acknowledgements and results, recorded in batches",
+        ),
+    ),
+    counters={
+        "frames.seen": "new frames recorded",
+        "frames.published": "frames sent for the first time",
+        "frames.resent": "frames sent again (no acknowledgement in time, or a dead inference "
+        "agent held them)",
+        "frames.ledgered": "frames the ledger acknowledged",
+        "frames.quarantined": "files or frames quarantined, with a reason",
+        "acks.unknown": "acknowledgements for frames this station does not know",
+        "state_rows_pruned": "state rows of old frames forgotten",
+        "state.write_failures": "writes to the state database that failed (disk full, read-only)",
+    },
+    gauges={
+        "watcher_pending": "files seen in the folder, waiting to settle or be read",
+        "in_flight": "frames sent and not yet acknowledged",
+        "pending": "frames recorded and not yet ledgered (sent or waiting to be)",
+    },
+    commands={
+        "pause": "stop sending frames (new files are still recorded)",
+        "resume": "send frames again",
+        "prune": "forget old ledgered frames whose files are gone",
+        "retry": "try quarantined files again (all=true, or names=[...])",
+    },
+)
 
 
 def name_too_long(relpath: str) -> FrameRejectedError:
@@ -95,6 +161,10 @@ class CaptureAgent:
         self._wake = asyncio.Event()
         self._truncated_looks: dict[str, int] = {}  # relpath -> looks while it may be growing
         self.guard = StateGuard(state, runtime)
+        # acknowledgements and results, recorded many to a commit
+        self._advances: Batcher[tuple[str, FrameState], FrameState | None] = Batcher(
+            self._advance_batch, max_size=256
+        )
         self.presence = AgentPresence(runtime.topics)
         self.presence.on_offline(self._inference_went_offline)
         runtime.on_connect(self._resend_after_reconnect)
@@ -102,6 +172,11 @@ class CaptureAgent:
         self._holding_said = False
         runtime.gauge("watcher_pending", lambda: self.watcher.pending)
         runtime.gauge("in_flight", lambda: self.in_flight)
+        self.pending = 0
+        runtime.gauge("pending", lambda: self.pending)
+        runtime.metrics.inference_online(
+            lambda: len(self.presence.online("inference")), station=settings.station
+        )
         runtime.details.update(
             station=settings.station,
             watch_dir=printable(str(self.root)),
@@ -174,27 +249,86 @@ class CaptureAgent:
         sent twice)."""
         cutoff = time.time() - self.settings.prune_after_days * 86400
         removed = await self.state.prune(cutoff, self.root)
-        self.runtime.counters["state_rows_pruned"] += removed
+        self.runtime.count("state_rows_pruned", removed)
         return f"pruned {removed} row(s)"
 
     # --- intake ----------------------------------------------------------------------------
     async def watch(self) -> None:
         logger.info("watching %s for frames of station %s", self.root, self.settings.station)
-        await self.ingest_all(aiter(self.watcher))
+        await self.ingest_all(self.watcher.batches(INGEST_BATCH))
 
-    async def ingest_all(self, source: AsyncIterator[tuple[Path, FileVersion]]) -> None:
-        async for path, version in source:
-            # error boundary per file: one that cannot be taken never holds back the rest
+    async def ingest_all(self, source: AsyncIterator[list[tuple[Path, FileVersion]]]) -> None:
+        async for batch in source:
+            await self.ingest_batch(batch)
+
+    async def ingest_batch(self, files: list[tuple[Path, FileVersion]]) -> None:
+        """Take files that settled together: looked up in one call, read and inspected in
+        one worker-thread call, recorded in one commit. Error boundary per file: one that
+        cannot be taken is quarantined with the reason and never holds back the rest."""
+        known = await self.guard.call(
+            "looking up files", lambda: self.state.knows_many([v for _, v in files])
+        )
+        fresh = [(path, v) for (path, v), seen in zip(files, known, strict=True) if not seen]
+        if not fresh:
+            return
+        now = time.time()
+        looked = await asyncio.to_thread(lambda: [self._look(v) for _, v in fresh])
+        new: list[tuple[str, FileVersion, str, str]] = []
+        for (path, version), found in zip(fresh, looked, strict=True):
             try:
-                await self.ingest(path, version)
+                if isinstance(found, Inspection):
+                    self._truncated_looks.pop(version.relpath, None)
+                    new.append((new_frame_id(), version, found.sha256, found.content_type))
+                elif found is not None:
+                    await self._refused(path, version, found, now)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                logger.exception("taking %s failed", version.relpath)
-                rejected = FrameRejectedError(
-                    ErrorKind.PROCESSING_ERROR, f"it could not be taken: {describe_error(err)}"
-                )
-                await self._reject(new_frame_id(), version, rejected, time.time())
+                await self._could_not_take(version, err)
+        if not new:
+            return
+        rows = await self.guard.call(
+            "recording new frames", lambda: self.state.record_many(new, now)
+        )
+        for (_, version, _, _), row in zip(new, rows, strict=True):
+            if row is None:
+                logger.debug("%s changed on disk but not in content; nothing new", version.relpath)
+                continue
+            self.runtime.count("frames.seen")
+            logger.info("frame %s #%d from %s", row.frame_id, row.seq, row.relpath)
+        self._wake.set()
+
+    def _look(self, version: FileVersion) -> Inspection | FrameRejectedError | Exception | None:
+        """In a worker thread: the file inspected, or why it cannot be a frame (None: gone)."""
+        try:
+            return self._examine(version)
+        except FileNotFoundError:
+            return None
+        except FrameRejectedError as err:
+            return err
+        except OSError as err:
+            return FrameRejectedError(
+                ErrorKind.UNREADABLE, f"the file cannot be read: {err.strerror or err}"
+            )
+        except Exception as err:
+            return err
+
+    async def _refused(
+        self, path: Path, version: FileVersion, why: FrameRejectedError | Exception, now: float
+    ) -> None:
+        if not isinstance(why, FrameRejectedError):
+            await self._could_not_take(version, why)
+        elif why.kind in _MAYBE_UNFINISHED and self._still_being_written(path, version, now):
+            return
+        else:
+            await self._reject(new_frame_id(), version, why, now)
+
+    async def _could_not_take(self, version: FileVersion, err: BaseException) -> None:
+        logger.error("taking %s failed: %s", version.relpath, describe_error(err))
+        rejected = FrameRejectedError(
+            ErrorKind.PROCESSING_ERROR, f"it could not be taken: {describe_error(err)}"
+        )
+        await self._reject(new_frame_id(), version, rejected, time.time())
 
     def _examine(self, version: FileVersion) -> Inspection:
         if len(version.relpath) > SOURCE_NAME_MAX:
@@ -203,41 +337,6 @@ class CaptureAgent:
             raise not_a_file(version.kind)
         limits = self.settings.limits
         return inspect_image(read_in_folder(self.root, version.relpath, limits), limits)
-
-    async def ingest(self, path: Path, version: FileVersion) -> None:
-        if await self.guard.call("looking up a file", lambda: self.state.knows(version)):
-            return
-        now = time.time()
-        frame_id = new_frame_id()
-        try:
-            found = await asyncio.to_thread(self._examine, version)
-        except FileNotFoundError:
-            self._truncated_looks.pop(version.relpath, None)
-            return
-        except FrameRejectedError as err:
-            if err.kind in _MAYBE_UNFINISHED and self._still_being_written(path, version, now):
-                return
-            await self._reject(frame_id, version, err, now)
-            return
-        except OSError as err:
-            unreadable = FrameRejectedError(
-                ErrorKind.UNREADABLE, f"the file cannot be read: {err.strerror or err}"
-            )
-            await self._reject(frame_id, version, unreadable, now)
-            return
-        self._truncated_looks.pop(version.relpath, None)
-        row = await self.guard.call(
-            "recording a new frame",
-            lambda: self.state.record(
-                frame_id, version, sha256=found.sha256, content_type=found.content_type, now=now
-            ),
-        )
-        if row is None:
-            logger.debug("%s changed on disk but not in content; nothing new", version.relpath)
-            return
-        self.runtime.counters["frames.seen"] += 1
-        logger.info("frame %s #%d from %s", row.frame_id, row.seq, row.relpath)
-        self._wake.set()
 
     def _still_being_written(self, path: Path, version: FileVersion, now: float) -> bool:
         """An empty or truncated file changed recently may be a file still being written,
@@ -284,7 +383,7 @@ class CaptureAgent:
                 now=now,
             ),
         )
-        self.runtime.counters["frames.quarantined"] += 1
+        self.runtime.count("frames.quarantined")
         await self.runtime.dead_letter(
             err.kind, err.reason, source_name=version.relpath, frame_id=frame_id
         )
@@ -295,11 +394,11 @@ class CaptureAgent:
 
     def subscribe(self) -> None:
         """Acknowledgements and results for this station, and who is online."""
-        topics = self.runtime.topics
-        self.runtime.subscribe(topics.acks(self.settings.station), self.on_ack)
-        self.runtime.subscribe(topics.results(self.settings.station), self.on_result)
-        self.runtime.subscribe(topics.all_availability(), self.presence.on_availability)
-        self.runtime.subscribe(topics.all_status(), self.presence.on_status)
+        station = self.settings.station
+        self.runtime.receive(ACKS, self.on_ack, ident=station)
+        self.runtime.receive(RESULTS, self.on_result, ident=station)
+        self.runtime.receive(AVAILABILITY, self.presence.on_availability)
+        self.runtime.receive(STATUS, self.presence.on_status)
 
     # --- who can take frames --------------------------------------------------------------
     def _inference_went_offline(self, agent: str, kind: str) -> None:
@@ -359,61 +458,110 @@ class CaptureAgent:
                     logger.info("resending %d frame(s) no inference agent has answered", n)
             due, self.in_flight = await self.guard.call(
                 "choosing frames to send",
-                lambda: self.state.due(time.time(), self.settings.max_in_flight),
+                lambda: self.state.due(
+                    time.time(),
+                    self.settings.max_in_flight,
+                    self.settings.max_in_flight_mib * 1024**2,
+                ),
             )
             try:
-                for row in due:
-                    await self._send_one(row)
+                for batch in _batches(due):
+                    await self._send_batch(batch)
             except aiomqtt.MqttError as err:
                 logger.info("sending paused: %s", err)
                 continue
-            next_due = await self.guard.call("choosing frames to send", self.state.next_due)
+            except Exception:
+                # each frame has its own error boundary; this one keeps a fault in the loop
+                # itself from stopping the station (the frames stay pending, nothing is lost)
+                logger.exception("sending frames failed; trying again in a second")
+                await asyncio.sleep(1.0)
+                continue
+            next_due, self.pending = await self.guard.call(
+                "choosing frames to send", self.state.outlook
+            )
             timeout = None if next_due is None else max(0.05, next_due - time.time())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    async def _send_one(self, row: FrameRow) -> None:
-        """Error boundary per frame: whatever goes wrong with one frame quarantines it with
-        the reason, and the frames behind it are sent."""
-        try:
-            await self.send(row)
-        except (asyncio.CancelledError, aiomqtt.MqttError):
-            raise
-        except Exception as err:
-            logger.exception("frame %s (%s) could not be sent", row.frame_id, row.relpath)
-            await self._quarantine(
-                row, ErrorKind.PROCESSING_ERROR, f"it could not be sent: {describe_error(err)}"
-            )
-
     def _retry_delay(self, attempt: int) -> float:
         delay = self.settings.ack_timeout * 2.0 ** (attempt - 1)
         return min(self.settings.resend_backoff_max, delay)
 
-    async def send(self, row: FrameRow) -> None:
+    async def _send_batch(self, rows: list[FrameRow]) -> None:
+        """Send `rows` together: read in one worker-thread call, published at once (each
+        waits for its own PUBACK), recorded as sent in one commit. Error boundary per frame:
+        whatever goes wrong with one frame quarantines it with the reason, and the frames
+        beside and behind it are sent."""
         now = time.time()
-        if row.attempts >= self.settings.max_attempts:
-            reason = (
-                f"no acknowledgement from the ledger after {row.attempts} attempts "
-                "(max_attempts); is the inference agent or the ledger running?"
+        ready: list[FrameRow] = []
+        for row in rows:
+            if row.attempts >= self.settings.max_attempts:
+                reason = (
+                    f"no acknowledgement from the ledger after {row.attempts} attempts "
+                    "(max_attempts); is the inference agent or the ledger running?"
+                )
+                await self._quarantine(row, ErrorKind.UNDELIVERABLE, reason)
+            elif len(row.relpath) > SOURCE_NAME_MAX:  # recorded by an older version
+                too_long = name_too_long(row.relpath)
+                await self._quarantine(row, too_long.kind, too_long.reason)
+            else:
+                ready.append(row)
+        if not ready:
+            return
+        originals = await asyncio.to_thread(lambda: [self._read_original(r) for r in ready])
+        sending: list[tuple[FrameRow, asyncio.Task[None]]] = []
+        for row, (payload, problem) in zip(ready, originals, strict=True):
+            if payload is None:
+                await self._quarantine(
+                    row,
+                    ErrorKind.SOURCE_CHANGED,
+                    f"the original file can no longer be read as captured ({problem}); "
+                    "new content in that file is captured as a new frame",
+                )
+                continue
+            try:
+                publish = self._publish(row, payload)
+            except Exception as err:  # the frame's metadata cannot be sent, say
+                logger.exception("frame %s (%s) could not be sent", row.frame_id, row.relpath)
+                await self._quarantine(
+                    row, ErrorKind.PROCESSING_ERROR, f"it could not be sent: {describe_error(err)}"
+                )
+                continue
+            sending.append((row, asyncio.ensure_future(publish)))
+        lost: aiomqtt.MqttError | None = None
+        sent: list[tuple[str, int, float]] = []
+        try:
+            if sending:
+                await asyncio.wait([task for _, task in sending])
+        finally:
+            for _, task in sending:
+                task.cancel()  # cancelled with the loop: none is left behind
+        for row, task in sending:
+            try:
+                task.result()
+            except aiomqtt.MqttError as err:
+                lost = err  # the rest go once connected again; the sent ones are recorded
+                continue
+            except Exception as err:
+                logger.exception("frame %s (%s) could not be sent", row.frame_id, row.relpath)
+                await self._quarantine(
+                    row, ErrorKind.PROCESSING_ERROR, f"it could not be sent: {describe_error(err)}"
+                )
+                continue
+            attempt = row.attempts + 1
+            sent.append((row.frame_id, attempt, now + self._retry_delay(attempt)))
+            self.runtime.count("frames.published" if attempt == 1 else "frames.resent")
+        if sent:
+            await self.guard.call(
+                "recording sent frames", lambda: self.state.mark_published_many(sent, now)
             )
-            await self._quarantine(row, ErrorKind.UNDELIVERABLE, reason)
-            return
-        if len(row.relpath) > SOURCE_NAME_MAX:  # recorded by an older version
-            too_long = name_too_long(row.relpath)
-            await self._quarantine(row, too_long.kind, too_long.reason)
-            return
-        payload, problem = await asyncio.to_thread(self._read_original, row)
-        if payload is None:
-            await self._quarantine(
-                row,
-                ErrorKind.SOURCE_CHANGED,
-                f"the original file can no longer be read as captured ({problem}); "
-                "new content in that file is captured as a new frame",
-            )
-            return
+        if lost is not None:
+            raise lost
+
+    def _publish(self, row: FrameRow, payload: bytes) -> Coroutine[Any, Any, None]:
+        """The publish of one frame (raises at once if its metadata cannot be sent)."""
         assert row.sha256 is not None and row.content_type is not None
-        attempt = row.attempts + 1
         meta = FrameMeta(
             frame_id=row.frame_id,
             station=self.settings.station,
@@ -423,21 +571,10 @@ class CaptureAgent:
             content_type=row.content_type,
             size=len(payload),
             source_name=row.relpath,
-            attempt=attempt,
+            attempt=row.attempts + 1,
         )
-        await self.runtime.publish(
-            self.runtime.topics.frames(self.settings.station),
-            payload,
-            qos=1,
-            properties=frame_properties(meta),
-        )
-        await self.guard.call(
-            "recording a sent frame",
-            lambda: self.state.mark_published(
-                row.frame_id, attempt, now + self._retry_delay(attempt), now
-            ),
-        )
-        self.runtime.counters["frames.published" if attempt == 1 else "frames.resent"] += 1
+        properties = frame_properties(meta)
+        return self.runtime.send(FRAMES, self.settings.station, payload, properties=properties)
 
     def _read_original(self, row: FrameRow) -> tuple[bytes | None, str]:
         """The captured bytes, read again the safe way (files.read_in_folder): a file since
@@ -461,14 +598,17 @@ class CaptureAgent:
             "quarantining a frame",
             lambda: self.state.quarantine(row.frame_id, kind.value, reason, time.time()),
         )
-        self.runtime.counters["frames.quarantined"] += 1
+        self.runtime.count("frames.quarantined")
         await self.runtime.dead_letter(kind, reason, source_name=row.relpath, frame_id=row.frame_id)
 
     # --- what comes back -------------------------------------------------------------------
-    async def on_result(self, message: aiomqtt.Message) -> None:
-        result = decode_json(InferenceResult, _payload(message))
+    async def _advance_batch(self, moves: list[tuple[str, FrameState]]) -> list[FrameState | None]:
+        return await self.state.advance_many(moves, time.time())
+
+    async def on_result(self, message: Inbound[InferenceResult]) -> None:
+        result = message.value
         try:
-            before = await self.state.advance(result.frame_id, "inferred", time.time())
+            before = await self._advances.submit((result.frame_id, "inferred"))
         except sqlite3.OperationalError as err:
             await self.guard.failed("recording a result", err)  # the ack will move it on
             return
@@ -480,10 +620,10 @@ class CaptureAgent:
                 f"{self.settings.station} never sent",
             )
 
-    async def on_ack(self, message: aiomqtt.Message) -> None:
-        ack = decode_json(LedgerAck, _payload(message))
+    async def on_ack(self, message: Inbound[LedgerAck]) -> None:
+        ack = message.value
         try:
-            before = await self.state.advance(ack.frame_id, "ledgered", time.time())
+            before = await self._advances.submit((ack.frame_id, "ledgered"))
         except sqlite3.OperationalError as err:
             # not recorded: the frame stays in flight, is resent after ack_timeout, and the
             # ledger acknowledges it again (as a duplicate), so nothing is lost
@@ -491,16 +631,24 @@ class CaptureAgent:
             return
         self.guard.succeeded()
         if before is None:
-            self.runtime.counters["acks.unknown"] += 1
+            self.runtime.count("acks.unknown")
             return
         if before != "ledgered":
-            self.runtime.counters["frames.ledgered"] += 1
+            self.runtime.count("frames.ledgered")
             self._wake.set()
 
 
-def _payload(message: aiomqtt.Message) -> bytes:
-    payload = message.payload
-    return payload if isinstance(payload, bytes) else str(payload).encode()
+def _batches(rows: list[FrameRow]) -> list[list[FrameRow]]:
+    """`rows` in sending batches of at most SEND_BATCH frames and SEND_BATCH_BYTES bytes."""
+    batches: list[list[FrameRow]] = []
+    size = 0
+    for row in rows:
+        if not batches or len(batches[-1]) >= SEND_BATCH or size + row.size > SEND_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(row)
+        size += row.size
+    return batches
 
 
 async def run(settings: CaptureSettings, *, stop: asyncio.Event | None = None) -> None:
@@ -513,7 +661,7 @@ async def serve(
     settings: CaptureSettings, state: CaptureState, *, stop: asyncio.Event | None = None
 ) -> None:
     """`run` on a state database already open (a caller that wants to reach it)."""
-    runtime = AgentRuntime(settings, "capture", persistent=True)
+    runtime = AgentRuntime(settings, SPEC, persistent=True)
     agent = CaptureAgent(settings, runtime, state)
     await agent.stored.refresh()
     agent.subscribe()

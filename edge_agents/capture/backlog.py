@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agents.capture.agent import CaptureAgent
+from edge_agents.capture.agent import SPEC, CaptureAgent
 from edge_agents.capture.settings import CaptureSettings
 from edge_agents.capture.state import PENDING, CaptureState, StateSummary
 from edge_agents.capture.watcher import scan_folder_async
@@ -55,7 +55,7 @@ async def run_import(
     Outages after the first connection are waited out; a broker never reached within
     `connect_timeout` seconds raises BrokerUnreachableError."""
     stop = stop or asyncio.Event()
-    runtime = AgentRuntime(settings, "capture", persistent=True)
+    runtime = AgentRuntime(settings, SPEC, persistent=True)
     async with CaptureState(settings.state_path) as state:
         if retry_failed:
             n = await state.retry_quarantined(now=0.0)

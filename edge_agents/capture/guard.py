@@ -72,7 +72,7 @@ class StateGuard:
 
     async def failed(self, what: str, err: sqlite3.Error) -> None:
         """Report a failed call (for callers that do not retry it themselves)."""
-        self.runtime.counters["state.write_failures"] += 1
+        self.runtime.count("state.write_failures")
         reason = printable(
             f"cannot write the capture state database ({root_cause(err)}) while {what}; "
             "new files wait and nothing is lost; retrying"

@@ -44,6 +44,12 @@ class CaptureSettings(AgentSettings):
         description="Widest long-to-short side ratio accepted (a thin sliver of an image "
         "would make the OCR allocate gigabytes).",
     )
+    decode_check: bool = Field(
+        default=False,
+        description="Decode every image on capture. Off: a file is checked by its header "
+        "(type, size, pixel limits) and to be complete by its structure, and a picture "
+        "corrupt in the middle is found by the inference agent (a result with status error).",
+    )
     allowed_formats: list[Literal["JPEG", "PNG", "WEBP"]] = Field(
         default=["JPEG", "PNG", "WEBP"], description="Image types accepted, found by content."
     )
@@ -70,10 +76,18 @@ class CaptureSettings(AgentSettings):
         default=False, description="Poll the folder instead of OS events (network shares)."
     )
     max_in_flight: int = Field(
-        default=32,
+        default=256,
         ge=1,
-        le=1000,
-        description="Frames published but not yet acknowledged by the ledger, at most.",
+        le=5000,
+        description="Frames published but not yet acknowledged by the ledger, at most. The "
+        "window that keeps the pipeline busy: it must cover what the agents hold in their "
+        "lanes plus a round trip's worth of frames.",
+    )
+    max_in_flight_mib: int = Field(
+        default=256,
+        ge=1,
+        description="Bytes of frames published and not yet acknowledged, at most, MiB: the "
+        "broker holds them, and drops what its queue limits (max_queued_bytes) cannot.",
     )
     ack_timeout: float = Field(
         default=60.0, gt=0, description="Seconds to wait for the ledger before resending."
@@ -105,6 +119,7 @@ class CaptureSettings(AgentSettings):
             formats=tuple(self.allowed_formats),
             max_side=self.max_side,
             max_aspect_ratio=self.max_aspect_ratio,
+            decode=self.decode_check,
         )
 
     @property

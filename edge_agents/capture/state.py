@@ -163,6 +163,24 @@ def _knows_version(conn: sqlite3.Connection, v: FileVersion) -> bool:
     return True
 
 
+def _knows_many(conn: sqlite3.Connection, versions: list[FileVersion]) -> list[bool]:
+    with transaction(conn):
+        return [_knows_version(conn, v) for v in versions]
+
+
+def _insert_many(
+    conn: sqlite3.Connection,
+    new: list[tuple[str, FileVersion, str, str]],
+    now: float,
+) -> list[FrameRow | None]:
+    """New frames (frame id, version, sha256, content type) in one transaction."""
+    with transaction(conn):
+        return [
+            _insert_row(conn, frame_id, v, sha256, content_type, "seen", None, None, now)
+            for frame_id, v, sha256, content_type in new
+        ]
+
+
 def _insert(
     conn: sqlite3.Connection,
     frame_id: str,
@@ -175,58 +193,86 @@ def _insert(
     now: float,
 ) -> FrameRow | None:
     with transaction(conn):
-        if sha256 is not None:
-            known = conn.execute(
-                "SELECT seq FROM frames WHERE relpath = ? AND sha256 = ?", (v.relpath, sha256)
-            ).fetchone()
-            if known:
-                # The same content at the same path (touched, chmod'ed, copied over with
-                # the same bytes): remember this version, so it is not read again.
-                conn.execute(
-                    "UPDATE frames SET size = ?, mtime_ns = ?, inode = ?, ctime_ns = ?"
-                    " WHERE seq = ?",
-                    (v.size, v.mtime_ns, v.inode, v.ctime_ns, known["seq"]),
-                )
-                return None
-        cur = conn.execute(
-            "INSERT INTO frames (frame_id, relpath, size, mtime_ns, inode, ctime_ns, sha256,"
-            " content_type, captured_at, state, reason, error_kind, seen_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                frame_id,
-                v.relpath,
-                v.size,
-                v.mtime_ns,
-                v.inode,
-                v.ctime_ns,
-                sha256,
-                content_type,
-                v.captured_at.isoformat(),
-                state,
-                None if reason is None else printable(reason),
-                error_kind,
-                now,
-                now,
-            ),
-        )
-        row = conn.execute("SELECT * FROM frames WHERE seq = ?", (cur.lastrowid,)).fetchone()
+        return _insert_row(conn, frame_id, v, sha256, content_type, state, reason, error_kind, now)
+
+
+def _insert_row(
+    conn: sqlite3.Connection,
+    frame_id: str,
+    v: FileVersion,
+    sha256: str | None,
+    content_type: str | None,
+    state: FrameState,
+    reason: str | None,
+    error_kind: str | None,
+    now: float,
+) -> FrameRow | None:
+    if sha256 is not None:
+        known = conn.execute(
+            "SELECT seq FROM frames WHERE relpath = ? AND sha256 = ?", (v.relpath, sha256)
+        ).fetchone()
+        if known:
+            # The same content at the same path (touched, chmod'ed, copied over with
+            # the same bytes): remember this version, so it is not read again.
+            conn.execute(
+                "UPDATE frames SET size = ?, mtime_ns = ?, inode = ?, ctime_ns = ? WHERE seq = ?",
+                (v.size, v.mtime_ns, v.inode, v.ctime_ns, known["seq"]),
+            )
+            return None
+    cur = conn.execute(
+        "INSERT INTO frames (frame_id, relpath, size, mtime_ns, inode, ctime_ns, sha256,"
+        " content_type, captured_at, state, reason, error_kind, seen_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            frame_id,
+            v.relpath,
+            v.size,
+            v.mtime_ns,
+            v.inode,
+            v.ctime_ns,
+            sha256,
+            content_type,
+            v.captured_at.isoformat(),
+            state,
+            None if reason is None else printable(reason),
+            error_kind,
+            now,
+            now,
+        ),
+    )
+    row = conn.execute("SELECT * FROM frames WHERE seq = ?", (cur.lastrowid,)).fetchone()
     return FrameRow.of(row)
 
 
-def _due(conn: sqlite3.Connection, now: float, window: int) -> tuple[list[FrameRow], int]:
-    """Frames to (re)send now: overdue resends first, then new frames up to the window."""
+def _due(
+    conn: sqlite3.Connection, now: float, window: int, window_bytes: int | None = None
+) -> tuple[list[FrameRow], int]:
+    """Frames to (re)send now: overdue resends first, then new frames while the window
+    (frames, and bytes when given) has room."""
     resend = conn.execute(
         "SELECT * FROM frames WHERE state IN ('published', 'inferred') AND next_attempt <= ?"
         " ORDER BY next_attempt LIMIT ?",
         (now, window),
     ).fetchall()
-    in_flight = conn.execute(
-        "SELECT count(*) FROM frames WHERE state IN ('published', 'inferred')"
-    ).fetchone()[0]
+    in_flight, in_flight_bytes = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0) FROM frames"
+        " WHERE state IN ('published', 'inferred')"
+    ).fetchone()
     room = max(0, window - in_flight)
-    fresh = conn.execute(
-        "SELECT * FROM frames WHERE state = 'seen' ORDER BY seq LIMIT ?", (room,)
-    ).fetchall()
+    fresh: list[sqlite3.Row] = []
+    if room:
+        fresh = conn.execute(
+            "SELECT * FROM frames WHERE state = 'seen' ORDER BY seq LIMIT ?", (room,)
+        ).fetchall()
+    if window_bytes is not None:
+        taken: list[sqlite3.Row] = []
+        for row in fresh:
+            # one frame at a time always goes, however large: the window never stalls
+            if (taken or in_flight) and in_flight_bytes + row["size"] > window_bytes:
+                break
+            taken.append(row)
+            in_flight_bytes += row["size"]
+        fresh = taken
     return [FrameRow.of(r) for r in (*resend, *fresh)], in_flight + len(fresh)
 
 
@@ -235,6 +281,14 @@ def _next_due(conn: sqlite3.Connection) -> float | None:
         "SELECT min(next_attempt) FROM frames WHERE state IN ('published', 'inferred')"
     ).fetchone()
     return row[0] if row and row[0] is not None else None
+
+
+def _outlook(conn: sqlite3.Connection) -> tuple[float | None, int]:
+    """When the next resend is due, and how many frames are not yet ledgered."""
+    pending = conn.execute(
+        "SELECT count(*) FROM frames WHERE state IN ('seen', 'published', 'inferred')"
+    ).fetchone()[0]
+    return _next_due(conn), pending
 
 
 def _mark_published(
@@ -246,6 +300,15 @@ def _mark_published(
         " WHERE frame_id = ? AND state IN ('seen', 'published', 'inferred')",
         (attempt, next_attempt, now, now, frame_id),
     )
+
+
+def _mark_published_many(
+    conn: sqlite3.Connection, sent: list[tuple[str, int, float]], now: float
+) -> None:
+    """Many frames published (frame id, attempt, next attempt), in one transaction."""
+    with transaction(conn):
+        for frame_id, attempt, next_attempt in sent:
+            _mark_published(conn, frame_id, attempt, next_attempt, now)
 
 
 def _resend_now(conn: sqlite3.Connection, now: float) -> int:
@@ -272,6 +335,14 @@ def _advance(
             (state, now, now, frame_id),
         )
     return before
+
+
+def _advance_many(
+    conn: sqlite3.Connection, moves: list[tuple[str, FrameState]], now: float
+) -> list[FrameState | None]:
+    """Many `_advance`s in one transaction, each seeing the ones before it."""
+    with transaction(conn):
+        return [_advance(conn, frame_id, state, now) for frame_id, state in moves]
 
 
 def _quarantine(
@@ -382,6 +453,17 @@ class CaptureState:
     async def knows(self, version: FileVersion) -> bool:
         return await self._db.run(_knows_version, version)
 
+    async def knows_many(self, versions: list[FileVersion]) -> list[bool]:
+        """`knows` for many versions, in one call."""
+        return await self._db.run(_knows_many, versions)
+
+    async def record_many(
+        self, new: list[tuple[str, FileVersion, str, str]], now: float
+    ) -> list[FrameRow | None]:
+        """`record` of many new frames (frame id, version, sha256, content type), one
+        commit; None for each whose content at its path is already known."""
+        return await self._db.run(_insert_many, new, now)
+
     async def record(
         self,
         frame_id: str,
@@ -399,17 +481,27 @@ class CaptureState:
             _insert, frame_id, version, sha256, content_type, state, reason, error_kind, now
         )
 
-    async def due(self, now: float, window: int) -> tuple[list[FrameRow], int]:
+    async def due(
+        self, now: float, window: int, window_bytes: int | None = None
+    ) -> tuple[list[FrameRow], int]:
         """Frames to send now, and how many will then be in flight."""
-        return await self._db.run(_due, now, window)
+        return await self._db.run(_due, now, window, window_bytes)
 
     async def next_due(self) -> float | None:
         return await self._db.run(_next_due)
+
+    async def outlook(self) -> tuple[float | None, int]:
+        """When the next resend is due, and how many frames are not yet ledgered."""
+        return await self._db.run(_outlook)
 
     async def mark_published(
         self, frame_id: str, attempt: int, next_attempt: float, now: float
     ) -> None:
         await self._db.run(_mark_published, frame_id, attempt, next_attempt, now)
+
+    async def mark_published_many(self, sent: list[tuple[str, int, float]], now: float) -> None:
+        """`mark_published` for many frames (frame id, attempt, next attempt), one commit."""
+        await self._db.run(_mark_published_many, sent, now)
 
     async def resend_now(self, now: float) -> int:
         """Published frames not yet inferred become due now; returns how many."""
@@ -417,6 +509,12 @@ class CaptureState:
 
     async def advance(self, frame_id: str, state: FrameState, now: float) -> FrameState | None:
         return await self._db.run(_advance, frame_id, state, now)
+
+    async def advance_many(
+        self, moves: list[tuple[str, FrameState]], now: float
+    ) -> list[FrameState | None]:
+        """`advance` for many frames, in one commit."""
+        return await self._db.run(_advance_many, moves, now)
 
     async def quarantine(self, frame_id: str, kind: str, reason: str, now: float) -> None:
         await self._db.run(_quarantine, frame_id, kind, reason, now)

@@ -93,17 +93,16 @@ def scan_folder(root: Path) -> Iterator[tuple[Path, FileVersion]]:
 
 
 async def scan_folder_async(
-    root: Path, batch: int = 256
-) -> AsyncIterator[tuple[Path, FileVersion]]:
-    """`scan_folder` off the event loop, a batch at a time."""
+    root: Path, batch: int = 64
+) -> AsyncIterator[list[tuple[Path, FileVersion]]]:
+    """`scan_folder` off the event loop, in batches of at most `batch` files."""
     files = scan_folder(root)
 
     def take() -> list[tuple[Path, FileVersion]]:
         return [item for _, item in zip(range(batch), files, strict=False)]
 
     while chunk := await asyncio.to_thread(take):
-        for item in chunk:
-            yield item
+        yield chunk
 
 
 class FolderWatcher:
@@ -261,3 +260,13 @@ class FolderWatcher:
             tg.create_task(self._settler(), name="watch-settle")
             while True:
                 yield await self._ready.get()
+
+    async def batches(self, size: int = 64) -> AsyncIterator[list[tuple[Path, FileVersion]]]:
+        """What `__aiter__` yields, as lists of at most `size`: every file ready now goes
+        together, and a file that is alone goes alone, at once."""
+        files = aiter(self)
+        while True:
+            batch = [await anext(files)]
+            while len(batch) < size and not self._ready.empty():
+                batch.append(await anext(files))
+            yield batch

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-
-import aiomqtt
 
 from edge_agents.ledger.settings import LedgerSettings
-from edge_agents.ledger.store import LedgerStore, newest_backup
-from edge_agents.runtime import AgentRuntime, CommandError
+from edge_agents.ledger.store import Recorded, newest_backup
+from edge_agents.ledger.stores import Ledger, LedgerUnavailable, open_ledger
+from edge_agents.runtime import AgentRuntime, AgentSpec, CommandError, Inbound, Lane, Receive, Send
+from edge_agents.runtime.batching import Batcher
 from edge_agents.runtime.commands import CommandResult, Scalar
 from edge_agents.runtime.homeassistant import Fact, StoredFacts
 from schemas import (
@@ -19,19 +18,56 @@ from schemas import (
     LedgerAck,
     MessageError,
     check_identifier,
-    decode_json,
     encode_json,
 )
+from schemas.channels import ACKS, RESULTS
 
 logger = logging.getLogger(__name__)
 
+# results committed together, at most: a burst shares one transaction (one fsync), and
+# each is acknowledged only once its transaction is on disk
+COMMIT_BATCH = 256
+
+SPEC = AgentSpec(
+    kind="ledger",
+    receives=(
+        Receive(RESULTS, "Every result, stored once; acknowledged once committed.", "results"),
+    ),
+    sends=(
+        Send(ACKS, "Sent once the result is committed (or was already in the ledger)."),
+        Send(RESULTS, "A ledgered result again, on request (replay), for watchers."),
+    ),
+    lanes=(
+        Lane(
+            "results",
+            capacity=2 * COMMIT_BATCH,
+            workers=COMMIT_BATCH,
+            summary="results waiting for their group commit",
+        ),
+    ),
+    counters={
+        "results.ledgered": "results stored",
+        "results.recaptures": "stored results that are another capture of a ledgered card",
+        "results.duplicate": "results already in the ledger (a resend), acknowledged again",
+        "ledger.write_failures": "results not stored: the database could not be written",
+        "ledger.commits": "transactions committed (each holds one or more results)",
+    },
+    commands={
+        "replay": "publish a ledgered result again (frame_id=...)",
+        "backup": "back the ledger up now",
+    },
+)
+
 
 class LedgerAgent:
-    def __init__(self, settings: LedgerSettings, runtime: AgentRuntime, store: LedgerStore):
+    def __init__(self, settings: LedgerSettings, runtime: AgentRuntime, store: Ledger):
         self.settings = settings
         self.runtime = runtime
         self.store = store
-        runtime.details.update(ledger=str(store.path))
+        self._commits: Batcher[InferenceResult, Recorded] = Batcher(
+            self._commit, max_size=COMMIT_BATCH
+        )
+        runtime.details.update(ledger=store.location)
         runtime.count_throughput("results.ledgered")
         # from the ledger itself, so a restart does not start them again from 0
         self.stored = StoredFacts(runtime, self._counts, self._last_backup)
@@ -46,7 +82,8 @@ class LedgerAgent:
             "framewire_capture_to_ledger_seconds", "From the camera writing a file to its row"
         ).labels(agent=runtime.agent_id)
         runtime.command("replay", self.replay)
-        runtime.command("backup", self._backup_now)
+        if not store.backs_up_itself:  # a database server is backed up its own way
+            runtime.command("backup", self._backup_now)
 
     async def _counts(self) -> dict[str, Fact]:
         rows, recaptures = await self.store.totals()
@@ -76,26 +113,24 @@ class LedgerAgent:
         stored = await self.store.result(frame_id)
         if stored is None:
             raise CommandError(f"frame {frame_id} is not in the ledger")
-        await self.runtime.publish(self.runtime.topics.results(stored.station), encode_json(stored))
+        await self.runtime.send(RESULTS, stored.station, encode_json(stored))
         return f"replayed frame {frame_id}", {"station": stored.station}
 
-    async def on_result(self, message: aiomqtt.Message) -> None:
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        result = decode_json(InferenceResult, payload)
-        station = self.runtime.topics.segment(message.topic.value, 1)
-        if station != result.station:
-            raise MessageError(
-                ErrorKind.SCHEMA_INVALID,
-                f"result for station {result.station!r} arrived on the topic of {station!r}",
-            )
+    async def _commit(self, results: list[InferenceResult]) -> list[Recorded]:
+        recorded = await self.store.record_many(results)
+        self.runtime.count("ledger.commits")
+        return recorded
+
+    async def on_result(self, message: Inbound[InferenceResult]) -> None:
+        result = message.value
         try:
-            recorded = await self.store.record(result)
-        except sqlite3.OperationalError as err:
+            recorded = await self._commits.submit(result)
+        except LedgerUnavailable as err:
             # A full or read-only disk: stay up and say so. The result is not acknowledged,
             # so the capture station resends its frame and nothing is lost.
-            self.runtime.counters["ledger.write_failures"] += 1
+            self.runtime.count("ledger.write_failures")
             if self.runtime.degraded_reason is None:
-                logger.error("cannot write the ledger %s: %s", self.store.path, err)
+                logger.error("cannot write the ledger %s: %s", self.store.location, err)
             self.runtime.set_degraded(
                 f"cannot write the ledger database ({err}); results are not acknowledged "
                 "and capture stations resend them; retrying with each result"
@@ -103,27 +138,27 @@ class LedgerAgent:
             await self.runtime.publish_status()
             raise MessageError(ErrorKind.PROCESSING_ERROR, f"not ledgered: {err}") from None
         if self.runtime.degraded_reason is not None:
-            logger.warning("the ledger database writes again (%s)", self.store.path)
+            logger.warning("the ledger database writes again (%s)", self.store.location)
             self.runtime.set_degraded(None)
         if recorded.inserted:
-            self.runtime.counters["results.ledgered"] += 1
+            self.runtime.count("results.ledgered")
             self.stored.add("ledgered")
             self.latency.observe(
                 max(0.0, (recorded.ledgered_at - result.captured_at).total_seconds())
             )
             if recorded.duplicate_of:
-                self.runtime.counters["results.recaptures"] += 1
+                self.runtime.count("results.recaptures")
                 self.stored.add("recaptures")
             card = result.card
             logger.info(
                 "ledgered %s from %s: %s%s",
                 result.frame_id,
-                station,
+                result.station,
                 f"{card.status} {card.card_name or ''}" if card else result.status,
                 f" (re-capture of {recorded.duplicate_of})" if recorded.duplicate_of else "",
             )
         else:
-            self.runtime.counters["results.duplicate"] += 1
+            self.runtime.count("results.duplicate")
             logger.debug("frame %s already in the ledger", result.frame_id)
         ack = LedgerAck(
             frame_id=result.frame_id,
@@ -133,24 +168,24 @@ class LedgerAgent:
             duplicate_of=recorded.duplicate_of,
             result_status=recorded.status,
         )
-        await self.runtime.publish(self.runtime.topics.acks(result.station), encode_json(ack))
+        await self.runtime.send(ACKS, result.station, encode_json(ack))
 
 
 async def run(settings: LedgerSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the ledger agent until `stop` is set or SIGTERM/SIGINT arrives."""
-    async with LedgerStore(settings.ledger_path) as store:
+    async with open_ledger(settings.ledger_url, password=settings.database_password()) as store:
         await serve(settings, store, stop=stop)
 
 
 async def serve(
-    settings: LedgerSettings, store: LedgerStore, *, stop: asyncio.Event | None = None
+    settings: LedgerSettings, store: Ledger, *, stop: asyncio.Event | None = None
 ) -> None:
     """`run` on a ledger already open (a caller that wants to reach it)."""
-    runtime = AgentRuntime(settings, "ledger", persistent=True)
+    runtime = AgentRuntime(settings, SPEC, persistent=True)
     agent = LedgerAgent(settings, runtime, store)
     await agent.stored.refresh()
-    runtime.subscribe(runtime.topics.all_results(), agent.on_result)
-    if settings.backup_keep > 0:
+    runtime.receive(RESULTS, agent.on_result)
+    if settings.backup_keep > 0 and not store.backs_up_itself:
         runtime.schedule(
             "backup",
             agent.backup,

@@ -1,10 +1,18 @@
 """The agent runtime every framewire agent runs inside.
 
-It owns the MQTT connection (MQTT 5, reconnect with jittered backoff, TLS), availability
-(retained `online`, Last Will `offline`), the retained status heartbeat (APScheduler),
-systemd READY/WATCHDOG, subscription dispatch with an error boundary per message, and the
-graceful drain on SIGTERM. An agent module supplies only its own logic: subscriptions with
-handlers, long-running tasks, and a drain step.
+An agent module declares what it does (an `AgentSpec`: the channels it receives and sends
+on, its lanes, counters, gauges and commands) and supplies its handlers, long-running tasks
+and a drain step; the runtime does the rest, each part in its own module:
+
+    session.py    the MQTT connection: connect, reconnect with backoff, TLS, Last Will
+    dispatch.py   lanes: decode, validate, handle, dead-letter, acknowledge once handled
+    telemetry.py  declared counters and gauges, details, the status message
+    lifecycle.py  signals, systemd READY/WATCHDOG/STATUS, the event loop
+    homeassistant.py, metrics.py   what Home Assistant and Prometheus read
+
+`AgentRuntime` puts them together for one agent: availability (retained `online`, Last Will
+`offline`), the retained status heartbeat (APScheduler), scheduled jobs, and the graceful
+drain on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,32 +21,39 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
-import ssl
-import time
-from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiomqtt
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agents.runtime.commands import (
-    CommandHandler,
-    CommandResult,
-    CommandTable,
-    Scalar,
+from edge_agents.runtime.commands import CommandHandler, CommandResult, CommandTable, Scalar
+from edge_agents.runtime.dispatch import Dispatcher, Handler, Route
+from edge_agents.runtime.endpoints import (
+    CONTROL,
+    RUNTIME,
+    AgentSpec,
+    Inbound,
+    Send,
+    UndeclaredError,
 )
 from edge_agents.runtime.homeassistant import Announcer, Entity, state_sensor, status_sensor
 from edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
 from edge_agents.runtime.metrics import AgentMetrics
+from edge_agents.runtime.session import (
+    Backoff,
+    ConfigurationError,
+    NotConnectedError,
+    Session,
+    connect_problem,
+)
 from edge_agents.runtime.settings import AgentSettings
+from edge_agents.runtime.telemetry import Detail, State, Telemetry
 from schemas import (
     AgentStatus,
     Availability,
+    CommandRequest,
     CommandResponse,
     DeadLetter,
     ErrorKind,
@@ -47,73 +62,20 @@ from schemas import (
     encode_json,
     utc_now,
 )
+from schemas.channels import AVAILABILITY, REQUESTS, STATUS, Channel
+from schemas.topics import ha_discovery_topic, ha_status_topic
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[aiomqtt.Message], Awaitable[None]]
-AgentKind = Literal["capture", "inference", "ledger"]
 __version__ = "0.1.0"
-
-
-class NotConnectedError(aiomqtt.MqttError):
-    """Raised by `publish` while the agent has no broker connection."""
-
-
-class ConfigurationError(RuntimeError):
-    """The broker refused something only a configuration change can fix (an ACL, say)."""
-
-
-@dataclass(frozen=True)
-class Subscription:
-    topic: str  # as subscribed, possibly "$share/<group>/..."
-    match: str  # filter that incoming topics are matched against
-    handler: Handler
-    qos: int = 1
-
-
-class Backoff:
-    """Exponential backoff with full jitter, capped."""
-
-    def __init__(self, initial: float = 0.2, cap: float = 30.0) -> None:
-        self.initial, self.cap, self.attempt = initial, cap, 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.initial * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-def connect_problem(err: aiomqtt.MqttError, settings: AgentSettings) -> str | None:
-    """What a person must change when the broker cannot be used as configured (a
-    certificate not trusted, a login refused); None for failures a retry may fix."""
-    cause = err.__context__  # aiomqtt re-raises connect errors `from None`; the cause stays
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        ca = settings.mqtt_ca_file
-        which = f"mqtt_ca_file {ca}" if ca else "the system trust store (mqtt_ca_file unset)"
-        why = cause.verify_message or str(cause)
-        if cause.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
-            fix = (
-                f"connect to a name the broker certificate lists, or issue one that lists "
-                f"{settings.broker.host} (framewire broker certs --host {settings.broker.host})"
-            )
-        else:
-            fix = (
-                "set mqtt_ca_file to the CA that signed the broker certificate "
-                "(framewire broker certs writes one; its certificates pass strict checks)"
-            )
-        return f"certificate verify failed: {why}, checked against {which} — {fix}"
-    rc = getattr(err, "rc", None)
-    if getattr(rc, "value", rc) in (0x86, 0x87):  # bad user name or password; not authorized
-        user = settings.username()
-        return (
-            f"the broker refused user {user!r} with client id {settings.identity!r} ({err}) — "
-            "check mqtt_username and mqtt_password_file; framewire's broker also requires "
-            "agent_id to be the user name or to start with '<user name>-'"
-        )
-    return None
+__all__ = [
+    "AgentRuntime",
+    "Backoff",
+    "ConfigurationError",
+    "NotConnectedError",
+    "UndeclaredError",
+    "connect_problem",
+]
 
 
 async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
@@ -127,32 +89,34 @@ async def cancel_until_done(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 class AgentRuntime:
-    """Connection, availability, status and lifecycle for one agent."""
+    """Connection, dispatch, telemetry and lifecycle for one agent, as its spec declares."""
 
-    def __init__(self, settings: AgentSettings, kind: AgentKind, *, persistent: bool) -> None:
+    def __init__(self, settings: AgentSettings, spec: AgentSpec, *, persistent: bool) -> None:
         self.settings = settings
-        self.kind: AgentKind = kind
+        self.spec = spec.merged(RUNTIME)
+        self.spec.check()
+        self.kind = spec.kind
         self.agent_id = settings.identity
         self.topics = TopicTree(settings.topic_prefix)
-        self.persistent = persistent
-        self.counters: Counter[str] = Counter()
-        self.details: dict[str, str | int | float | bool | None] = {}
-        self.connected = asyncio.Event()
-        self.state: Literal["starting", "running", "degraded", "draining"] = "starting"
+        self.version = __version__
         self.degraded_reason: str | None = None
-        self._gauges: dict[str, Callable[[], int]] = {}
-        self._subs: list[Subscription] = []
-        self._connect_hooks: list[Callable[[], None]] = []
-        self._client: aiomqtt.Client | None = None
-        self._accepting = True
-        self._started_at = utc_now()
-        self._started_mono = time.monotonic()
+        self.telemetry = Telemetry(self.spec)
         self._notifier = SystemdNotifier()
         self._ready_sent = False
+        self.dispatcher = Dispatcher(self.topics, self.dead_letter, self.count)
+        self.session = Session(
+            settings,
+            self.dispatcher,
+            self._notifier,
+            persistent=persistent,
+            will_topic=self.topics.availability(self.agent_id),
+            count=self.count,
+        )
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._sendable: dict[str, Send | None] = {}
         self._commands = CommandTable(self.agent_id)
-        self._commands.add("status", self._status_command)
-        self.subscribe(self.topics.requests(self.agent_id), self._on_request)
-        self.version = __version__
+        self.command("status", self._status_command)
+        self.receive(REQUESTS, self._on_request, ident=self.agent_id)
         self.metrics = AgentMetrics(self)
         self.entities: list[Entity] = [
             state_sensor(),
@@ -165,18 +129,36 @@ class AgentRuntime:
                 entity_category="diagnostic",
             ),
         ]
-        self.throughput_counter: str | None = None
-        self._samples: deque[tuple[float, int]] = deque()
         self._jobs: list[tuple[str, Callable[[], Awaitable[str]], dict[str, Any]]] = []
         self._scheduler: AsyncIOScheduler | None = None
         self.home_assistant = Announcer(self)
         if settings.ha_discovery:
-            self.subscribe(f"{settings.ha_prefix}/status", self.home_assistant.on_birth)
+            birth = ha_status_topic(settings.ha_prefix)
+            self.dispatcher.add(Route(birth, birth, None, self.home_assistant.on_birth, CONTROL))
 
-    # --- what agents call ----------------------------------------------------------------
-    def subscribe(self, topic: str, handler: Handler, *, match: str | None = None) -> None:
-        """Register `handler` for `topic` (QoS 1); call before `run`."""
-        self._subs.append(Subscription(topic=topic, match=match or topic, handler=handler))
+    # --- what agents declare and call ------------------------------------------------------
+    def receive(
+        self,
+        channel: Channel,
+        handler: Callable[[Inbound[Any]], Awaitable[None]],
+        *,
+        ident: str | None = None,
+        share: str | None = None,
+    ) -> None:
+        """Handle what arrives on `channel` (for `ident` only, or every topic of it; through
+        the shared subscription `share`); call before `run`. The handler gets the message
+        decoded and validated, in the lane the spec names."""
+        declared = [r for r in self.spec.receives if r.channel == channel]
+        if not declared:
+            raise UndeclaredError(
+                f"the {self.kind} agent does not declare receiving {channel.name}"
+            )
+        if share is not None and not declared[0].shared:
+            raise UndeclaredError(f"{channel.name} is not declared as a shared subscription")
+        match = channel.topic(self.topics, ident) if ident else channel.filter(self.topics)
+        topic = f"$share/{share}/{match}" if share else match
+        lane = self.spec.lane(declared[0].lane)
+        self.dispatcher.add(Route(topic, match, channel, handler, lane))
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Call `callback()` each time a connection is up and subscribed (after a broker
@@ -185,36 +167,67 @@ class AgentRuntime:
 
     def command(self, name: str, handler: CommandHandler) -> None:
         """Answer requests `name` on this agent's request topic with `handler(args)`."""
+        if name not in self.spec.commands:
+            raise UndeclaredError(f"the {self.kind} agent does not declare command {name!r}")
         self._commands.add(name, handler)
 
-    async def _status_command(self, args: dict[str, Scalar]) -> CommandResult:
-        status = self.status()
-        data: dict[str, Scalar] = {f"counter.{k}": v for k, v in status.counters.items()}
-        data.update({f"queue.{k}": v for k, v in status.queues.items()})
-        data.update(status.details)
-        return f"{self.agent_id} is {status.state}", data
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to the declared counter `name`."""
+        self.telemetry.count(name, n)
 
-    async def _on_request(self, message: aiomqtt.Message) -> None:
-        self.counters["requests"] += 1
-        reply_to = getattr(message.properties, "ResponseTopic", None)
-        if reply_to is not None and not self._is_response_topic(reply_to):
-            # Replying would publish with this agent's rights (its acks, results...) on a
-            # topic the requester chose; the request is refused, not carried out.
-            raise MessageError(
-                ErrorKind.UNDELIVERABLE,
-                f"response topic {reply_to[:200]!r} is not one level under "
-                f"{self.topics.prefix}/responses/; request not carried out",
+    def gauge(self, name: str, read: Callable[[], int]) -> None:
+        """Report `read()` as a queue depth in every status message (and a HA sensor)."""
+        self.telemetry.gauge(name, read)
+        self.entities.append(
+            status_sensor(
+                f"queue_{name}",
+                f"Queue {name.replace('_', ' ')}",
+                f"{{{{ value_json.queues.{name} }}}}",
+                unit="items",
             )
-        await self._commands.answer(message, self._reply)
+        )
 
-    def _is_response_topic(self, topic: str) -> bool:
-        try:
-            return self.topics.responses(self.topics.segment(topic, 1)) == topic
-        except ValueError:
-            return False
+    def count_throughput(self, counter: str) -> None:
+        """Report the rate of `counter` as frames per minute (status and Home Assistant)."""
+        self.telemetry.count_throughput(counter)
+        self.entities.append(
+            status_sensor(
+                "frames_per_minute",
+                "Frames per minute",
+                "{{ value_json.details.frames_per_minute }}",
+                unit="frames/min",
+            )
+        )
 
-    async def _reply(self, topic: str, response: CommandResponse, props: Properties) -> None:
-        await self.publish(topic, encode_json(response), properties=props)
+    def schedule(self, job_id: str, job: Callable[[], Awaitable[str]], **trigger: Any) -> None:
+        """Run `job` on an APScheduler trigger (`trigger="cron", hour=3` ...); its last
+        outcome and next run are reported in status as job.<id>.last / job.<id>.next."""
+        self.telemetry.declare(f"jobs.{job_id}.ok", f"scheduled {job_id} runs that succeeded")
+        self.telemetry.declare(f"jobs.{job_id}.failed", f"scheduled {job_id} runs that failed")
+        self._jobs.append((job_id, job, trigger))
+
+    # what the rest of the runtime (metrics, Home Assistant) reads
+    @property
+    def counters(self) -> Mapping[str, int]:
+        return self.telemetry.counters
+
+    @property
+    def details(self) -> dict[str, Detail]:
+        return self.telemetry.details
+
+    @property
+    def state(self) -> State:
+        return self.telemetry.state
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self.session.connected
+
+    def gauges(self) -> dict[str, Callable[[], int]]:
+        return self.telemetry.gauges()
+
+    def uptime(self) -> float:
+        return self.telemetry.uptime()
 
     def set_degraded(self, reason: str | None) -> None:
         """Report the agent degraded (up, but unable to do its work: a full disk, say) with
@@ -225,64 +238,41 @@ class AgentRuntime:
         self.degraded_reason = reason
         self.details["degraded_reason"] = reason
         if self.state in ("running", "degraded"):
-            self.state = "degraded" if reason else "running"
+            self.telemetry.state = "degraded" if reason else "running"
         self._notifier.notify(f"STATUS={'degraded: ' + reason if reason else 'running'}")
 
-    def gauge(self, name: str, read: Callable[[], int]) -> None:
-        """Report `read()` as a queue depth in every status message (and a HA sensor)."""
-        self._gauges[name] = read
-        self.entities.append(
-            status_sensor(
-                f"queue_{name}",
-                f"Queue {name.replace('_', ' ')}",
-                f"{{{{ value_json.queues.{name} }}}}",
-                unit="items",
-            )
+    # --- publishing --------------------------------------------------------------------------
+    def _declared_send(self, topic: str) -> Send | None:
+        if topic in self._sendable:
+            return self._sendable[topic]
+        found = next(
+            (s for s in self.spec.sends if s.channel.param_of(self.topics, topic) is not None),
+            None,
         )
-
-    def gauges(self) -> dict[str, Callable[[], int]]:
-        return dict(self._gauges)
-
-    def uptime(self) -> float:
-        return time.monotonic() - self._started_mono
-
-    def count_throughput(self, counter: str) -> None:
-        """Report the rate of `counter` as frames per minute (status and Home Assistant)."""
-        self.throughput_counter = counter
-        self.entities.append(
-            status_sensor(
-                "frames_per_minute",
-                "Frames per minute",
-                "{{ value_json.details.frames_per_minute }}",
-                unit="frames/min",
+        if found is None and topic != ha_discovery_topic(self.settings.ha_prefix, self.agent_id):
+            raise UndeclaredError(
+                f"the {self.kind} agent does not declare sending on {topic[:200]!r}"
             )
+        if len(self._sendable) < 10_000:
+            self._sendable[topic] = found
+        return found
+
+    async def send(
+        self,
+        channel: Channel,
+        ident: str,
+        payload: bytes | str,
+        *,
+        properties: Properties | None = None,
+    ) -> None:
+        """Publish on a declared channel, with the QoS and retain flag it declares; raises
+        NotConnectedError (an MqttError) while disconnected."""
+        topic = channel.topic(self.topics, ident)
+        declared = self._declared_send(topic)
+        assert declared is not None
+        await self.session.publish(
+            topic, payload, qos=declared.qos, retain=declared.retain, properties=properties
         )
-
-    def _frames_per_minute(self) -> float:
-        assert self.throughput_counter is not None
-        now, value = time.monotonic(), self.counters[self.throughput_counter]
-        self._samples.append((now, value))
-        while len(self._samples) > 2 and now - self._samples[1][0] >= 60:
-            self._samples.popleft()
-        then, before = self._samples[0]
-        return round((value - before) * 60 / (now - then), 1) if now - then >= 1 else 0.0
-
-    def schedule(self, job_id: str, job: Callable[[], Awaitable[str]], **trigger: Any) -> None:
-        """Run `job` on an APScheduler trigger (`trigger="cron", hour=3` ...); its last
-        outcome and next run are reported in status as job.<id>.last / job.<id>.next."""
-        self._jobs.append((job_id, job, trigger))
-
-    async def _run_job(self, job_id: str, job: Callable[[], Awaitable[str]]) -> None:
-        try:
-            outcome = await job()
-            self.details[f"job.{job_id}.last"] = f"{utc_now().isoformat()} ok: {outcome}"
-            self.counters[f"jobs.{job_id}.ok"] += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            logger.exception("scheduled job %s failed", job_id)
-            self.details[f"job.{job_id}.last"] = f"{utc_now().isoformat()} failed: {err}"
-            self.counters[f"jobs.{job_id}.failed"] += 1
 
     async def publish(
         self,
@@ -293,11 +283,10 @@ class AgentRuntime:
         retain: bool = False,
         properties: Properties | None = None,
     ) -> None:
-        """Publish now; raises NotConnectedError (an MqttError) while disconnected."""
-        client = self._client
-        if client is None:
-            raise NotConnectedError(f"not connected; cannot publish to {topic}")
-        await client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        """Publish now on a topic of a declared channel; raises NotConnectedError (an
+        MqttError) while disconnected."""
+        self._declared_send(topic)
+        await self.session.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     async def publish_when_connected(
         self,
@@ -334,7 +323,7 @@ class AgentRuntime:
         payload_sha256: str | None = None,
     ) -> None:
         """Log and publish what was refused; never raises (a dead letter is best effort)."""
-        self.counters[f"dead_letters.{kind.value}"] += 1
+        self.count(f"dead_letters.{kind.value}")
         logger.warning(
             "dead letter (%s) %s%s: %s",
             kind.value,
@@ -360,6 +349,36 @@ class AgentRuntime:
         except aiomqtt.MqttError as err:
             logger.warning("could not publish dead letter: %s", err)
 
+    # --- commands ----------------------------------------------------------------------------
+    async def _status_command(self, args: dict[str, Scalar]) -> CommandResult:
+        status = self.status()
+        data: dict[str, Scalar] = {f"counter.{k}": v for k, v in status.counters.items()}
+        data.update({f"queue.{k}": v for k, v in status.queues.items()})
+        data.update(status.details)
+        return f"{self.agent_id} is {status.state}", data
+
+    async def _on_request(self, inbound: Inbound[CommandRequest]) -> None:
+        self.count("requests")
+        reply_to = getattr(inbound.properties, "ResponseTopic", None)
+        if reply_to is not None and not self._is_response_topic(reply_to):
+            # Replying would publish with this agent's rights (its acks, results...) on a
+            # topic the requester chose; the request is refused, not carried out.
+            raise MessageError(
+                ErrorKind.UNDELIVERABLE,
+                f"response topic {reply_to[:200]!r} is not one level under "
+                f"{self.topics.prefix}/responses/; request not carried out",
+            )
+        await self._commands.answer(inbound.value, inbound.properties, self._reply)
+
+    def _is_response_topic(self, topic: str) -> bool:
+        try:
+            return self.topics.responses(self.topics.segment(topic, 1)) == topic
+        except ValueError:
+            return False
+
+    async def _reply(self, topic: str, response: CommandResponse, props: Properties) -> None:
+        await self.publish(topic, encode_json(response), properties=props)
+
     # --- lifecycle -----------------------------------------------------------------------
     async def run(
         self,
@@ -376,6 +395,40 @@ class AgentRuntime:
         if stop is None:
             stop = asyncio.Event()
             signals = SignalStop(stop)
+        scheduler = self._make_scheduler()
+        self.metrics.serve(self.settings.metrics_bind, self.settings.metrics_endpoint)
+        with signals:
+            scheduler.start()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    conn = tg.create_task(
+                        self.session.run(self._on_connect), name=f"{self.agent_id}:mqtt"
+                    )
+                    lanes = [
+                        tg.create_task(
+                            self.dispatcher.work(lane.name), name=f"{self.agent_id}:{lane.name}"
+                        )
+                        for lane in self.dispatcher.lanes()
+                        for _ in range(lane.workers)
+                    ]
+                    workers = [
+                        tg.create_task(fn(), name=f"{self.agent_id}:{name}")
+                        for name, fn in tasks.items()
+                    ]
+                    await stop.wait()
+                    await self._drain(drain)
+                    await cancel_until_done(workers + lanes)
+                    await self._say_goodbye()
+                    await cancel_until_done([conn])
+            finally:
+                # jobs not yet run are dropped with the scheduler, never left to a closed loop
+                for job in scheduler.get_jobs():
+                    job.remove()
+                scheduler.shutdown(wait=False)
+                self.metrics.close()
+        logger.info("%s stopped", self.agent_id)
+
+    def _make_scheduler(self) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler()
         self._scheduler = scheduler
         scheduler.add_job(
@@ -403,35 +456,29 @@ class AgentRuntime:
                 coalesce=True,
                 **trigger,
             )
-        self.metrics.serve(self.settings.metrics_bind, self.settings.metrics_endpoint)
-        with signals:
-            scheduler.start()
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    conn = tg.create_task(self._connection_loop(), name=f"{self.agent_id}:mqtt")
-                    workers = [
-                        tg.create_task(fn(), name=f"{self.agent_id}:{name}")
-                        for name, fn in tasks.items()
-                    ]
-                    await stop.wait()
-                    await self._drain(drain)
-                    await cancel_until_done(workers)
-                    await self._say_goodbye()
-                    await cancel_until_done([conn])
-            finally:
-                scheduler.shutdown(wait=False)
-                self.metrics.close()
-        logger.info("%s stopped", self.agent_id)
+        return scheduler
+
+    async def _run_job(self, job_id: str, job: Callable[[], Awaitable[str]]) -> None:
+        try:
+            outcome = await job()
+            self.details[f"job.{job_id}.last"] = f"{utc_now().isoformat()} ok: {outcome}"
+            self.count(f"jobs.{job_id}.ok")
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            logger.exception("scheduled job %s failed", job_id)
+            self.details[f"job.{job_id}.last"] = f"{utc_now().isoformat()} failed: {err}"
+            self.count(f"jobs.{job_id}.failed")
 
     async def _drain(self, drain: Callable[[], Awaitable[None]] | None) -> None:
-        self.state = "draining"
-        self._accepting = False
+        self.telemetry.state = "draining"
+        self.session.accepting = False
         self._notifier.notify("STOPPING=1")
-        if drain is None:
-            return
         try:
             async with asyncio.timeout(self.settings.drain_timeout):
-                await drain()
+                await self.dispatcher.join()
+                if drain is not None:
+                    await drain()
         except TimeoutError:
             logger.warning(
                 "drain did not finish within %.1f s (drain_timeout); unfinished work will be "
@@ -442,125 +489,12 @@ class AgentRuntime:
     async def _say_goodbye(self) -> None:
         with contextlib.suppress(aiomqtt.MqttError):
             await self.publish_status()
-            await self.publish(
-                self.topics.availability(self.agent_id), Availability.OFFLINE.value, retain=True
-            )
-
-    # --- status ----------------------------------------------------------------------------
-    def status(self) -> AgentStatus:
-        if self.throughput_counter is not None:
-            self.details["frames_per_minute"] = self._frames_per_minute()
-        if self._scheduler is not None:
-            for job in self._scheduler.get_jobs():
-                if job.id != "watchdog" and job.next_run_time is not None:
-                    self.details[f"job.{job.id}.next"] = job.next_run_time.isoformat()
-        return AgentStatus(
-            agent_id=self.agent_id,
-            kind=self.kind,
-            version=self.version,
-            state=self.state,
-            started_at=self._started_at,
-            reported_at=utc_now(),
-            uptime_s=round(self.uptime(), 3),
-            counters=dict(self.counters),
-            queues={name: read() for name, read in self._gauges.items()},
-            details=dict(self.details),
-        )
-
-    async def publish_status(self) -> None:
-        if self._client is None:
-            return
-        try:
-            await self.publish(
-                self.topics.status(self.agent_id), encode_json(self.status()), retain=True
-            )
-        except aiomqtt.MqttError as err:
-            logger.debug("status not published: %s", err)
-
-    # --- connection ------------------------------------------------------------------------
-    def _make_client(self) -> aiomqtt.Client:
-        s = self.settings
-        broker = s.broker
-        password = s.mqtt_password()
-        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        if self.persistent:
-            connect_props.SessionExpiryInterval = s.session_expiry
-        tls = None
-        if broker.tls:
-            tls = ssl.create_default_context(cafile=str(s.mqtt_ca_file) if s.mqtt_ca_file else None)
-            # Python 3.13 verifies strictly by default; ask for it everywhere, so that a
-            # certificate that works on one box works on all of them.
-            tls.verify_flags |= ssl.VERIFY_X509_STRICT
-            if s.mqtt_cert_file is not None:  # a broker that wants client certificates
-                tls.load_cert_chain(s.mqtt_cert_file, s.mqtt_key_file)
-        will = aiomqtt.Will(
-            self.topics.availability(self.agent_id), Availability.OFFLINE.value, qos=1, retain=True
-        )
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=s.username(),
-            password=password.get_secret_value() if password else None,
-            identifier=self.agent_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            will=will,
-            clean_start=not self.persistent,
-            properties=connect_props,
-            keepalive=s.mqtt_keepalive,
-            tls_context=tls,
-            timeout=10,
-        )
-
-    async def _connection_loop(self) -> None:
-        backoff = Backoff(cap=self.settings.reconnect_max)
-        broker = self.settings.broker
-        problem: str | None = None  # said once, not on every attempt
-        while True:
-            try:
-                async with self._make_client() as client:
-                    logger.info("%s connected to %s:%d", self.agent_id, broker.host, broker.port)
-                    backoff.reset()
-                    problem = None
-                    self._notifier.notify(f"STATUS=connected to {broker.host}:{broker.port}")
-                    await self._on_connect(client)
-                    await self._pump(client)
-            except aiomqtt.MqttError as err:
-                self.counters["reconnects"] += 1
-                explained = connect_problem(err, self.settings)
-                if explained is None:
-                    logger.warning("%s: broker connection lost or refused: %s", self.agent_id, err)
-                elif explained != problem:
-                    problem = explained
-                    logger.error(
-                        "%s: cannot connect to %s:%d: %s (retrying quietly)",
-                        self.agent_id,
-                        broker.host,
-                        broker.port,
-                        problem,
-                    )
-                    self._notifier.notify(f"STATUS=not connected: {problem}")
-                else:
-                    logger.debug("%s: still refused: %s", self.agent_id, err)
-            finally:
-                self._client = None
-                self.connected.clear()
-            await asyncio.sleep(backoff.next())
+            await self.send(AVAILABILITY, self.agent_id, Availability.OFFLINE.value)
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
-        for sub in self._subs:
-            granted = await client.subscribe(sub.topic, qos=sub.qos)
-            codes = [getattr(g, "value", g) for g in granted]
-            if any(isinstance(c, int) and c >= 0x80 for c in codes):
-                raise ConfigurationError(
-                    f"broker refused subscription to {sub.topic!r} for user "
-                    f"{self.settings.username()!r} (reason codes {codes}); check the ACL"
-                )
-        self._client = client
         if self.state == "starting":
-            self.state = "degraded" if self.degraded_reason else "running"
-        await client.publish(
-            self.topics.availability(self.agent_id), Availability.ONLINE.value, qos=1, retain=True
-        )
+            self.telemetry.state = "degraded" if self.degraded_reason else "running"
+        await self.send(AVAILABILITY, self.agent_id, Availability.ONLINE.value)
         self.connected.set()
         for hook in self._connect_hooks:
             hook()
@@ -570,43 +504,23 @@ class AgentRuntime:
             self._ready_sent = True
             self._notifier.notify("READY=1")
 
-    async def _pump(self, client: aiomqtt.Client) -> None:
-        # aiomqtt acknowledges a QoS 1 message as soon as it is queued, so a frame is only
-        # safe once the ledger acknowledges it end to end; handlers may block (backpressure)
-        # but must give way when the connection drops, or a handler waiting for room in a
-        # queue that only drains over this connection would wait forever.
-        lost: asyncio.Future[None] = client._disconnected
-        async for message in client.messages:
-            if not self._accepting:
-                continue
-            handling = asyncio.ensure_future(self._handle(message))
-            await asyncio.wait({handling, lost}, return_when=asyncio.FIRST_COMPLETED)
-            if not handling.done():
-                handling.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await handling
-                if not lost.cancelled():
-                    lost.exception()  # retrieved, so asyncio does not report it as lost
-                raise aiomqtt.MqttError("disconnected while handling a message")
+    # --- status ----------------------------------------------------------------------------
+    def status(self) -> AgentStatus:
+        if self._scheduler is not None:
+            for job in self._scheduler.get_jobs():
+                if job.id != "watchdog" and job.next_run_time is not None:
+                    self.details[f"job.{job.id}.next"] = job.next_run_time.isoformat()
+        for lane in self.dispatcher.lanes():
+            self.details[f"lane.{lane.name}"] = self.dispatcher.depth(lane.name)
+        return self.telemetry.status(self.agent_id, self.kind, self.version)
 
-    async def _handle(self, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        for sub in self._subs:
-            if not message.topic.matches(sub.match):
-                continue
-            try:
-                await sub.handler(message)
-            except asyncio.CancelledError:
-                raise
-            except MessageError as err:
-                await self.dead_letter(err.kind, err.reason, source_topic=topic, payload=payload)
-            except Exception as err:
-                logger.exception("handler for %s failed", topic)
-                await self.dead_letter(
-                    ErrorKind.PROCESSING_ERROR,
-                    f"{type(err).__name__}: {err}",
-                    source_topic=topic,
-                    payload=payload,
-                )
+    async def publish_status(self) -> None:
+        if self.session.client is None:
             return
+        try:
+            await self.send(STATUS, self.agent_id, encode_json(self.status()))
+        except aiomqtt.MqttError as err:
+            logger.debug("status not published: %s", err)
+
+
+__all__ += ["Dispatcher", "Handler"]

@@ -7,11 +7,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas import CommandRequest, CommandResponse, decode_json
+from schemas import CommandRequest, CommandResponse
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +32,10 @@ class CommandTable:
     def add(self, name: str, handler: CommandHandler) -> None:
         self._handlers[name] = handler
 
-    async def answer(self, message: aiomqtt.Message, reply: Reply) -> None:
+    async def answer(self, request: CommandRequest, props: Properties | None, reply: Reply) -> None:
         """Run the requested command (its failure goes back to the caller, not up)."""
-        props = message.properties
         reply_to = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        request = decode_json(CommandRequest, payload)
         handler = self._handlers.get(request.command)
         data: dict[str, Scalar] = {}
         if handler is None:

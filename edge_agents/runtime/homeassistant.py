@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import aiomqtt
 
+from edge_agents.runtime.endpoints import Inbound
 from schemas import AgentStatus, TopicTree
+from schemas.topics import ha_discovery_topic
 
 if TYPE_CHECKING:
     from edge_agents.runtime.agent import AgentRuntime
@@ -168,8 +170,7 @@ class StoredFacts:
             await self.refresh()
 
 
-def discovery_topic(ha_prefix: str, agent_id: str) -> str:
-    return f"{ha_prefix}/device/framewire_{agent_id}/config"
+discovery_topic = ha_discovery_topic
 
 
 def discovery_payload(
@@ -241,17 +242,17 @@ class Announcer:
         topic = discovery_topic(rt.settings.ha_prefix, rt.agent_id)
         try:
             await rt.publish(topic, json.dumps(payload), retain=True)
-            rt.counters["ha_discovery"] += 1
+            rt.count("ha_discovery")
         except aiomqtt.MqttError as err:
             logger.warning("Home Assistant discovery not published: %s", err)
 
-    async def on_birth(self, message: aiomqtt.Message) -> None:
+    async def on_birth(self, message: Inbound[bytes]) -> None:
         """Home Assistant's birth message: announce again after a short random delay, and
         no sooner than `interval` after the last birth this agent answered."""
         if message.payload != b"online" or message.retain:
             return
         if self._pending is not None and not self._pending.done():
-            self.runtime.counters["ha_births_coalesced"] += 1
+            self.runtime.count("ha_births_coalesced")
             return  # the pending announcement answers this birth too
         jitter = random.uniform(0, self.runtime.settings.ha_birth_delay)
         wait = max(jitter, self._last_answer + self.interval - time.monotonic())

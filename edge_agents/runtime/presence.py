@@ -13,9 +13,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiomqtt
-
-from schemas import AgentStatus, Availability, ErrorKind, MessageError, TopicTree, decode_json
+from edge_agents.runtime.endpoints import Inbound
+from schemas import AgentStatus, Availability, TopicTree
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +41,12 @@ class AgentPresence:
     def online(self, kind: str) -> list[str]:
         return sorted(a for a, s in self._agents.items() if s.online and s.kind == kind)
 
-    async def on_availability(self, message: aiomqtt.Message) -> None:
-        agent = self.topics.segment(message.topic.value, 1)
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        try:
-            online = Availability(payload.decode("ascii")) is Availability.ONLINE
-        except (UnicodeDecodeError, ValueError):
-            raise MessageError(
-                ErrorKind.MALFORMED, f"availability of {agent!r} is neither online nor offline"
-            ) from None
-        self._update(agent, online=online)
+    async def on_availability(self, message: Inbound[Availability]) -> None:
+        self._update(message.source, online=message.value is Availability.ONLINE)
 
-    async def on_status(self, message: aiomqtt.Message) -> None:
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        if not payload:  # a retained status cleared
-            return
-        agent = self.topics.segment(message.topic.value, 1)
-        status = decode_json(AgentStatus, payload)
-        if status.agent_id != agent:
-            raise MessageError(
-                ErrorKind.SCHEMA_INVALID,
-                f"status of {status.agent_id!r} arrived on the topic of {agent!r}",
-            )
-        seen = self._agents.setdefault(agent, _Seen())
+    async def on_status(self, message: Inbound[AgentStatus]) -> None:
+        status = message.value
+        seen = self._agents.setdefault(message.source, _Seen())
         if seen.kind != status.kind:
             seen.kind = status.kind
             if seen.online:
