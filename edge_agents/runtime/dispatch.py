@@ -109,11 +109,10 @@ class Dispatcher:
         while True:
             item = await queue.get()
             try:
-                if item.generation == self.generation or item.route.lane.qos == 0:
-                    await self.handle(item.message, item.route)
-                # else: it came on a connection since lost, and was not acknowledged there;
-                # the broker delivers it again on this one (or, for a session that ended,
-                # capture sends its frame again)
+                # Handled even when it came on a connection since lost: the broker delivers
+                # it again only if it still has it (a broker restarted from its last save
+                # may not), and every handler takes a message twice as once.
+                await self.handle(item.message, item.route)
                 if item.generation == self.generation:
                     acknowledge(item.client, item.message)
             finally:
