@@ -84,11 +84,23 @@ def say(text: str) -> None:
     print(f"[benchmarks {elapsed:5.1f} s] {text}", file=sys.stderr, flush=True)
 
 
-def steady_fps(ledgered: Mapping[str, float], names: list[str]) -> float:
-    """Rows after the first over the time from the first commit to the last."""
+def steady_fps(
+    ledgered: Mapping[str, float],
+    names: list[str],
+    closed: Mapping[str, float] | None = None,
+) -> float:
+    """Rows committed after the first commit over the time from it to the last (the ledger
+    commits in groups, so the rows of the first group are where the clock starts). When
+    every row came in one group: all rows over the time from the first file closed."""
     times = sorted(ledgered[n] for n in names)
-    span = times[-1] - times[0]
-    return (len(times) - 1) / span if span > 0 else float("nan")
+    first, span = times[0], times[-1] - times[0]
+    later = sum(1 for t in times if t > first)
+    if later and span > 0:
+        return later / span
+    if closed:
+        start = min(closed[n] for n in names)
+        return len(times) / (times[-1] - start) if times[-1] > start else float("nan")
+    return float("nan")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -216,10 +228,10 @@ def ocr(photos: list[bytes], size: RunSize, work: Path) -> dict[str, Any]:
                 model.measure(frame_set(photos, count, "model-before"))
             names = {f"a{agents}-{i:04d}.jpg": data for i, data in enumerate(frames)}
             say(f"card OCR: {count} photos with {agents} inference agent(s)")
-            stack.drop(names)
+            closed = stack.drop(names)
             total += len(names)
             stack.wait_ledgered(total)
-            by_agents[str(agents)] = steady_fps(stack.ledgered_at(), list(names))
+            by_agents[str(agents)] = steady_fps(stack.ledgered_at(), list(names), closed)
             if agents == 1:
                 say(f"model baseline: {count} card photos in-process, again")
                 model.measure(frame_set(photos, count, "model-after"))
