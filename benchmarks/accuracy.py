@@ -41,12 +41,12 @@ from PIL import Image
 
 from framewire.samples import CardSpec, card_jpeg, load_specs, sample_catalog_path, stranger
 from framewire.samples_hard import hard_card_jpeg
-from inference_agent.build import build_pipeline
-from inference_agent.cards.ocr import CardOcr
-from inference_agent.models import ModelRegistry
-from inference_agent.pipeline import Pipeline, local_frame
-from inference_agent.settings import InferenceSettings
-from schemas import utc_now
+from framewire.inference_agent.build import build_pipeline
+from framewire.inference_agent.cards.ocr import CardOcr
+from framewire.inference_agent.models import ModelRegistry
+from framewire.inference_agent.pipeline import Pipeline, local_frame
+from framewire.inference_agent.settings import InferenceSettings
+from framewire.schemas import utc_now
 
 
 @dataclass

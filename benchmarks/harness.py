@@ -38,7 +38,7 @@ from typing import Any
 from benchmarks.frames import card_photos, frame_set
 from benchmarks.stack import AgentStack, ProcSample
 from benchmarks.transport import WINDOW, transport_raw_fps
-from edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.capture.settings import CaptureSettings
 from framewire.samples import sample_catalog_path
 
 MIB = 1024 * 1024
@@ -179,8 +179,8 @@ class ModelBaseline:
     model costs with no broker and no agents around it."""
 
     def __init__(self, warm_up: bytes) -> None:
-        from inference_agent.build import build_pipeline
-        from inference_agent.settings import InferenceSettings
+        from framewire.inference_agent.build import build_pipeline
+        from framewire.inference_agent.settings import InferenceSettings
 
         settings = InferenceSettings(catalog=sample_catalog_path(), cache_entries=0)
         self.pipeline = build_pipeline(settings, agent_id="bench")
@@ -189,8 +189,8 @@ class ModelBaseline:
         self._time([warm_up])  # the first frame through a fresh model is slower
 
     def _time(self, frames: list[bytes]) -> float:
-        from inference_agent.pipeline import local_frame
-        from schemas import utc_now
+        from framewire.inference_agent.pipeline import local_frame
+        from framewire.schemas import utc_now
 
         start = time.perf_counter()
         for i, data in enumerate(frames):

@@ -26,9 +26,9 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
-from edge_agents.ledger.store import LedgerStore
-from schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
+from framewire.edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
+from framewire.edge_agents.ledger.store import LedgerStore
+from framewire.schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
 
 T0 = utc_now() - timedelta(days=365)
 CARDS = 500  # catalog cards the identified pre-fill rows are spread over

@@ -22,8 +22,8 @@ from types import TracebackType
 
 import aiomqtt
 
-from broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
-from schemas import TopicTree
+from framewire.broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
+from framewire.schemas import TopicTree
 
 STATION = "station-1"
 CAPTURE_USER = f"capture-{STATION}"

@@ -11,8 +11,8 @@ import aiomqtt
 from paho.mqtt.properties import Properties
 
 from benchmarks.stack import CAPTURE_USER, STATION, AgentStack
-from inference_agent.pipeline import local_frame
-from schemas import frame_properties
+from framewire.inference_agent.pipeline import local_frame
+from framewire.schemas import frame_properties
 
 WINDOW = 32  # publishes in flight at once: the capture agent's default max_in_flight
 

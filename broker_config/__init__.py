@@ -1,14 +1,19 @@
 """Mosquitto configuration for framewire, and Mosquitto as an embedded child process."""
 
-from broker_config.bridge import BridgePlan
-from broker_config.embedded import (
+from framewire.broker_config.bridge import BridgePlan
+from framewire.broker_config.embedded import (
     INSTALL_HINT,
     EmbeddedBroker,
     find_mosquitto,
     free_port,
 )
-from broker_config.errors import BrokerError
-from broker_config.render import AgentAccount, BrokerPlan, default_accounts, write_broker_files
+from framewire.broker_config.errors import BrokerError
+from framewire.broker_config.render import (
+    AgentAccount,
+    BrokerPlan,
+    default_accounts,
+    write_broker_files,
+)
 
 __all__ = [
     "INSTALL_HINT",

@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agents.runtime.settings import BrokerAddress
-from schemas import check_identifier
-from schemas.topics import TopicTree, ha_status_topic
+from framewire.edge_agents.runtime.settings import BrokerAddress
+from framewire.schemas import check_identifier
+from framewire.schemas.topics import TopicTree, ha_status_topic
 
 if TYPE_CHECKING:
-    from broker_config.render import BrokerPlan
+    from framewire.broker_config.render import BrokerPlan
 
 PASSWORD_MAX = 1024
 _ID = "fw-agent-id"  # an identifier standing for %c while a pattern is built

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker_config.passwords import write_private
-from schemas import check_identifier
+from framewire.broker_config.passwords import write_private
+from framewire.schemas import check_identifier
 
 CA_DAYS = 3650
 LEAF_DAYS = 825

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from broker_config.errors import BrokerError
-from broker_config.render import BrokerPlan, write_broker_files
+from framewire.broker_config.errors import BrokerError
+from framewire.broker_config.render import BrokerPlan, write_broker_files
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broker_config.errors import BrokerError
+from framewire.broker_config.errors import BrokerError
 
 SOURCE = Path(__file__).with_name("identity_plugin.c")
 NAME = "framewire_identity"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from broker_config.bridge import (
+from framewire.broker_config.bridge import (
     BridgePlan,
     bridge_section,
     bridge_user,
@@ -34,10 +34,10 @@ from broker_config.bridge import (
     carried_agents,
     station_topics,
 )
-from broker_config.identity_plugin import plugin_path
-from edge_agents.runtime.homeassistant import discovery_topic
-from schemas import check_identifier
-from schemas.topics import TopicTree, check_prefix
+from framewire.broker_config.identity_plugin import plugin_path
+from framewire.edge_agents.runtime.homeassistant import discovery_topic
+from framewire.schemas import check_identifier
+from framewire.schemas.topics import TopicTree, check_prefix
 
 AGENT_ROLES = ("capture", "inference", "ledger")
 Role = Literal["capture", "inference", "ledger", "observer", "operator", "homeassistant", "bridge"]
@@ -367,8 +367,12 @@ def write_broker_files(plan: BrokerPlan) -> dict[str, Path]:
     across re-renders. Folders are 0700 and files 0600: they hold password hashes, the
     agents' passwords and the broker's persisted messages.
     """
-    from broker_config.identity_plugin import build_plugin
-    from broker_config.passwords import ensure_secrets, render_password_file, write_private
+    from framewire.broker_config.identity_plugin import build_plugin
+    from framewire.broker_config.passwords import (
+        ensure_secrets,
+        render_password_file,
+        write_private,
+    )
 
     for folder in (plan.data_dir, plan.persistence_dir, plan.secrets_dir, plan.plugin_dir):
         folder.mkdir(parents=True, exist_ok=True)

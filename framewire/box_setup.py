@@ -27,13 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from broker_config import BrokerError, BrokerPlan, default_accounts, write_broker_files
-from broker_config.certs import CertFolder, CertificateError, host_name, write_certificates
-from broker_config.identity_plugin import plugin_path
-from broker_config.passwords import verify_password
-from broker_config.render import Profile, render_acl, render_conf
-from edge_agents.runtime.settings import SHARED_USER_KINDS, BrokerAddress, _host_id
 from framewire import setup_units as units
+from framewire.broker_config import BrokerError, BrokerPlan, default_accounts, write_broker_files
+from framewire.broker_config.certs import (
+    CertFolder,
+    CertificateError,
+    host_name,
+    write_certificates,
+)
+from framewire.broker_config.identity_plugin import plugin_path
+from framewire.broker_config.passwords import verify_password
+from framewire.broker_config.render import Profile, render_acl, render_conf
+from framewire.edge_agents.runtime.settings import SHARED_USER_KINDS, BrokerAddress, _host_id
+from framewire.schemas import check_identifier
 from framewire.setup_files import (
     Change,
     SetupError,
@@ -45,7 +51,6 @@ from framewire.setup_files import (
     write_file,
 )
 from framewire.setup_units import UnitPathError, UnitPaths
-from schemas import check_identifier
 
 __all__ = ["BoxSetup", "Change", "SetupError", "apply", "capture_box", "remote_box"]
 

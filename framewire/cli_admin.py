@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from broker_config import INSTALL_HINT, BrokerError, BrokerPlan, default_accounts
-from broker_config.embedded import find_mosquitto
-from broker_config.render import write_broker_files
-from edge_agents.runtime import AgentSettings
 from framewire import cli_capture  # noqa: F401 - registers the capture commands
+from framewire.broker_config import INSTALL_HINT, BrokerError, BrokerPlan, default_accounts
+from framewire.broker_config.embedded import find_mosquitto
+from framewire.broker_config.render import write_broker_files
 from framewire.cli_agents import AgentOption, AgentTarget, WaitOption, agent_target, send
 from framewire.cli_common import (
     EXIT_BROKER,
@@ -36,9 +35,10 @@ from framewire.cli_common import (
     schemas_app,
     without_bytes,
 )
+from framewire.edge_agents.runtime import AgentSettings
 
 if TYPE_CHECKING:
-    from edge_agents.ledger.stores import LedgerView
+    from framewire.edge_agents.ledger.stores import LedgerView
 
 
 @app.command()
@@ -80,8 +80,8 @@ def schemas_export(
 def _ledger_reader(db: str | None) -> LedgerView:
     """The ledger named by --db (a file or a URL), else the configured one; exit 1 when it
     cannot be read."""
-    from edge_agents.ledger.settings import LedgerSettings
-    from edge_agents.ledger.stores import LedgerError, LedgerUnavailable, open_reader
+    from framewire.edge_agents.ledger.settings import LedgerSettings
+    from framewire.edge_agents.ledger.stores import LedgerError, LedgerUnavailable, open_reader
 
     try:
         if db is not None:
@@ -163,7 +163,7 @@ def ledger_replay(
 ) -> None:
     """Ask the ledger agent to publish a ledgered result again (for watchers/dashboards)."""
     _use_config(config)
-    from edge_agents.ledger.settings import LedgerSettings
+    from framewire.edge_agents.ledger.settings import LedgerSettings
 
     target = agent_target("ledger", agent, load_settings(LedgerSettings))
     send(target, "replay", {"frame_id": frame_id}, wait)
@@ -194,7 +194,7 @@ def config_check(
         extra = ""
         catalog = getattr(s, "catalog", None)
         if catalog is not None:
-            from inference_agent.cards.catalog import CatalogError, load_catalog
+            from framewire.inference_agent.cards.catalog import CatalogError, load_catalog
 
             try:
                 extra = f", catalog {len(load_catalog(catalog))} cards"
@@ -294,8 +294,8 @@ def broker(
     if profile not in ("development", "production"):
         err.print("[red]--profile must be development or production[/]")
         raise typer.Exit(EXIT_CONFIG)
-    from broker_config.bridge import BridgePlan
-    from inference_agent.settings import InferenceSettings
+    from framewire.broker_config.bridge import BridgePlan
+    from framewire.inference_agent.settings import InferenceSettings
 
     bridge_options = bridge_user or bridge_password_file or bridge_ca_file
     if bridge_options and bridge_to is None:
@@ -392,7 +392,12 @@ def broker_certs(
     add hosts or clients: the CA is kept unless --new-ca."""
     import socket
 
-    from broker_config.certs import CertFolder, CertificateError, host_name, write_certificates
+    from framewire.broker_config.certs import (
+        CertFolder,
+        CertificateError,
+        host_name,
+        write_certificates,
+    )
 
     _use_config(config)
     target = folder or load_settings(AgentSettings).data_dir / "broker" / "tls"

@@ -16,7 +16,6 @@ from typing import Annotated
 
 import typer
 
-from edge_agents.runtime import AgentSettings, run_main
 from framewire.cli_common import (
     EXIT_BROKER,
     EXIT_FAILED,
@@ -26,8 +25,9 @@ from framewire.cli_common import (
     load_settings,
     up_info,
 )
+from framewire.edge_agents.runtime import AgentSettings, run_main
 from framewire.observe import BrokerLogin
-from schemas import AgentStatus, CommandResponse, MessageError, TopicTree, decode_json
+from framewire.schemas import AgentStatus, CommandResponse, MessageError, TopicTree, decode_json
 
 Scalar = str | int | float | bool | None
 

@@ -50,13 +50,13 @@ ImportDirOption = Annotated[
 
 
 def _state_path(db: Path | None, import_dir: Path | None = None) -> Path:
-    from edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.capture.settings import CaptureSettings
 
     if db is not None:
         return db
     settings = load_settings(CaptureSettings)
     if import_dir is not None:
-        from edge_agents.capture.backlog import import_settings
+        from framewire.edge_agents.capture.backlog import import_settings
 
         return import_settings(settings, import_dir).state_path
     return settings.state_path
@@ -75,7 +75,7 @@ def capture_status(
 ) -> None:
     """Frames by state and the oldest pending frame, from the capture state database."""
     _use_config(config)
-    from edge_agents.capture.state import read_summary
+    from framewire.edge_agents.capture.state import read_summary
 
     path = _existing(_state_path(db, import_dir))
     summary = read_summary(path)
@@ -197,7 +197,7 @@ def capture_pause(
 ) -> None:
     """Stop sending frames (new files are still recorded and go out on resume)."""
     _use_config(config)
-    from edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.capture.settings import CaptureSettings
 
     send(agent_target("capture", agent, load_settings(CaptureSettings)), "pause", {}, wait)
 
@@ -208,7 +208,7 @@ def capture_resume(
 ) -> None:
     """Send frames again after a pause."""
     _use_config(config)
-    from edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.capture.settings import CaptureSettings
 
     send(agent_target("capture", agent, load_settings(CaptureSettings)), "resume", {}, wait)
 
@@ -228,7 +228,7 @@ def capture_retry(
     under their own frame id, rejected files are looked at afresh (say, after raising
     max_frame_bytes). For an import folder: `framewire import DIR --retry-failed`."""
     _use_config(config)
-    from edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.capture.settings import CaptureSettings
 
     if bool(names) == every:
         err.print("[red]name the files to retry, or pass --all (not both)[/]")

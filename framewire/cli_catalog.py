@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inference_agent.cards.catalog_formats import SourceFormat
-from inference_agent.cards.catalog_import import CatalogReport
+from framewire.inference_agent.cards.catalog_formats import SourceFormat
+from framewire.inference_agent.cards.catalog_import import CatalogReport
 
 catalog_app = typer.Typer(
     help="Card catalogs: import published card data, describe a catalog.",
@@ -70,7 +70,7 @@ def stats_command(
     says whether framewire loads it (exit 2 if it would not).
     """
     from framewire.cli_common import EXIT_CONFIG, console, err
-    from inference_agent.cards.catalog import CatalogError, load_catalog
+    from framewire.inference_agent.cards.catalog import CatalogError, load_catalog
 
     report = _run(source, fmt, None)
     _print_report(report)
@@ -87,8 +87,8 @@ def _run(source: Path, fmt: SourceFormat, out: Path | None) -> CatalogReport:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from framewire.cli_common import EXIT_CONFIG, err
-    from inference_agent.cards.catalog import CatalogError
-    from inference_agent.cards.catalog_import import import_catalog
+    from framewire.inference_agent.cards.catalog import CatalogError
+    from framewire.inference_agent.cards.catalog_import import import_catalog
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=err, transient=True) as progress:

@@ -17,10 +17,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from broker_config import BrokerError
-from edge_agents.runtime import AgentSettings
-from edge_agents.runtime.lifecycle import ForcedStop
-from edge_agents.runtime.settings import CONFIG_ENV
+from framewire.broker_config import BrokerError
+from framewire.edge_agents.runtime import AgentSettings
+from framewire.edge_agents.runtime.lifecycle import ForcedStop
+from framewire.edge_agents.runtime.settings import CONFIG_ENV
 from framewire.observe import BrokerLogin
 
 app = typer.Typer(
@@ -88,7 +88,7 @@ def package_version() -> str:
     try:
         return version("framewire")
     except PackageNotFoundError:  # run from a source tree that was never installed
-        from edge_agents.runtime.agent import __version__
+        from framewire.edge_agents.runtime.agent import __version__
 
         return __version__
 
@@ -113,9 +113,9 @@ def main(
 
 # --- configuration ---------------------------------------------------------------------------
 def agent_settings_classes() -> dict[str, type[AgentSettings]]:
-    from edge_agents.capture.settings import CaptureSettings
-    from edge_agents.ledger.settings import LedgerSettings
-    from inference_agent.settings import InferenceSettings
+    from framewire.edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.ledger.settings import LedgerSettings
+    from framewire.inference_agent.settings import InferenceSettings
 
     return {"capture": CaptureSettings, "inference": InferenceSettings, "ledger": LedgerSettings}
 
@@ -241,10 +241,10 @@ def _with_broker_errors(fn: Callable[[], T]) -> T:
 
 
 def _reporting(fn: Callable[[], T]) -> T:
-    from edge_agents.capture.backlog import BrokerUnreachableError
-    from edge_agents.runtime import ConfigurationError
-    from inference_agent.cards.catalog import CatalogError
-    from inference_agent.models import ModelError
+    from framewire.edge_agents.capture.backlog import BrokerUnreachableError
+    from framewire.edge_agents.runtime import ConfigurationError
+    from framewire.inference_agent.cards.catalog import CatalogError
+    from framewire.inference_agent.models import ModelError
 
     try:
         return fn()
@@ -274,7 +274,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def quiet_logging(level: str, log_format: str) -> None:
     """Logging for commands with a progress bar: lines go above the bar, not through it."""
     if log_format == "json":
-        from edge_agents.runtime import setup_logging
+        from framewire.edge_agents.runtime import setup_logging
 
         setup_logging(level, log_format)
         return

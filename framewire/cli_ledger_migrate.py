@@ -29,7 +29,12 @@ def ledger_migrate(
     stays), 2 for a wrong argument."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from edge_agents.ledger.stores import LedgerError, LedgerUnavailable, is_postgres, redact
+    from framewire.edge_agents.ledger.stores import (
+        LedgerError,
+        LedgerUnavailable,
+        is_postgres,
+        redact,
+    )
 
     if not is_postgres(url):
         err.print(f"[red]{redact(url)!r} is not a postgresql:// URL[/]")
@@ -37,7 +42,7 @@ def ledger_migrate(
     try:
         import psycopg
 
-        from edge_agents.ledger.migrate import migrate
+        from framewire.edge_agents.ledger.migrate import migrate
     except (ImportError, LedgerError) as exc:  # psycopg is not installed
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_CONFIG) from None

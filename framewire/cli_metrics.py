@@ -30,8 +30,8 @@ def rules_command(
     file under `rule_files:` in prometheus.yml; `promtool check rules FILE` checks it.
     Exits 1 if FILE cannot be written.
     """
-    from edge_agents.runtime.alerts import alerts, render
     from framewire.cli_common import EXIT_FAILED, err
+    from framewire.edge_agents.runtime.alerts import alerts, render
 
     text = render()
     if output is None:

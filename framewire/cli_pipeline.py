@@ -13,7 +13,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edge_agents.runtime import AgentSettings, run_main, setup_logging
 from framewire.cli_common import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -28,6 +27,7 @@ from framewire.cli_common import (
     load_settings,
     quiet_logging,
 )
+from framewire.edge_agents.runtime import AgentSettings, run_main, setup_logging
 
 if TYPE_CHECKING:
     from framewire.demo import DemoReport
@@ -42,22 +42,22 @@ def run(
     """Run one agent in the foreground (what the systemd units call)."""
     _use_config(config)
     if agent is AgentName.capture:
-        from edge_agents.capture.agent import run as run_capture
-        from edge_agents.capture.settings import CaptureSettings
+        from framewire.edge_agents.capture.agent import run as run_capture
+        from framewire.edge_agents.capture.settings import CaptureSettings
 
         s = load_settings(CaptureSettings)
         setup_logging(s.log_level, s.log_format)
         _with_broker_errors(lambda: run_main(run_capture(s)))
     elif agent is AgentName.inference:
-        from inference_agent.agent import run as run_inference
-        from inference_agent.settings import InferenceSettings
+        from framewire.inference_agent.agent import run as run_inference
+        from framewire.inference_agent.settings import InferenceSettings
 
         si = load_settings(InferenceSettings)
         setup_logging(si.log_level, si.log_format)
         _with_broker_errors(lambda: run_main(run_inference(si)))
     else:
-        from edge_agents.ledger.agent import run as run_ledger
-        from edge_agents.ledger.settings import LedgerSettings
+        from framewire.edge_agents.ledger.agent import run as run_ledger
+        from framewire.edge_agents.ledger.settings import LedgerSettings
 
         sl = load_settings(LedgerSettings)
         setup_logging(sl.log_level, sl.log_format)
@@ -87,8 +87,8 @@ def up(
     FRAMEWIRE_BROKER_URL is set), capture, inference and ledger. Ctrl-C stops it (after
     draining; Ctrl-C again stops at once)."""
     _use_config(config)
-    from edge_agents.capture.settings import CaptureSettings
-    from edge_agents.runtime.lifecycle import SignalStop
+    from framewire.edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.runtime.lifecycle import SignalStop
     from framewire.stack import (
         broker_port,
         open_stack,
@@ -215,13 +215,13 @@ def identify(
     """Identify cards in image files on this machine, with no broker: the inference
     pipeline in-process. Exits 1 if any image could not be read."""
     _use_config(config)
-    from edge_agents.capture.inspect import ImageLimits
+    from framewire.edge_agents.capture.inspect import ImageLimits
     from framewire.identify import Identified
     from framewire.identify import identify as run_identify
-    from inference_agent.build import build_pipeline
-    from inference_agent.cards.catalog import CatalogError
-    from inference_agent.models import ModelError
-    from inference_agent.settings import InferenceSettings
+    from framewire.inference_agent.build import build_pipeline
+    from framewire.inference_agent.cards.catalog import CatalogError
+    from framewire.inference_agent.models import ModelError
+    from framewire.inference_agent.settings import InferenceSettings
 
     setup_logging("WARNING")
     settings = load_settings(InferenceSettings, catalog=catalog, model_backend=backend)
@@ -286,11 +286,11 @@ def import_folder(
     _use_config(config)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from edge_agents.capture.backlog import import_settings, run_import
-    from edge_agents.capture.settings import CaptureSettings
-    from edge_agents.capture.state import StateSummary
     from framewire.cli_capture import quarantine_table, read_quarantine
     from framewire.cli_common import up_info
+    from framewire.edge_agents.capture.backlog import import_settings, run_import
+    from framewire.edge_agents.capture.settings import CaptureSettings
+    from framewire.edge_agents.capture.state import StateSummary
 
     base = load_settings(CaptureSettings, station=station)
     # lines above the progress bar, not through it; quarantined files are listed at the end

@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 import typer
 from rich.markup import escape
 
-from broker_config import BrokerError, find_mosquitto
 from framewire.box_setup import (
     BoxSetup,
     Change,
@@ -25,6 +24,7 @@ from framewire.box_setup import (
     remote_steps,
     unit_paths,
 )
+from framewire.broker_config import BrokerError, find_mosquitto
 from framewire.cli_common import EXIT_FAILED, console, err
 
 setup_app = typer.Typer(

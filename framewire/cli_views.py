@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edge_agents.runtime import AgentSettings, run_main
 from framewire.cli_common import (
     EXIT_BROKER,
     EXIT_FAILED,
@@ -22,8 +21,9 @@ from framewire.cli_common import (
     load_settings,
     without_bytes,
 )
+from framewire.edge_agents.runtime import AgentSettings, run_main
 from framewire.observe import Snapshot
-from schemas import InferenceResult
+from framewire.schemas import InferenceResult
 
 
 @app.command()
@@ -39,7 +39,7 @@ def status(
     import aiomqtt
 
     from framewire.observe import snapshot
-    from schemas import TopicTree
+    from framewire.schemas import TopicTree
 
     base = load_settings(AgentSettings)
     login = _observer_login(base)
@@ -124,7 +124,7 @@ def tail(
     import aiomqtt
 
     from framewire.observe import follow
-    from schemas import MessageError, TopicTree, decode_json
+    from framewire.schemas import MessageError, TopicTree, decode_json
 
     base = load_settings(AgentSettings)
     login = _observer_login(base)

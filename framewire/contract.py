@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agents.capture.agent import SPEC as CAPTURE
-from edge_agents.ledger.agent import SPEC as LEDGER
-from edge_agents.runtime.endpoints import RUNTIME, AgentSpec
-from inference_agent.agent import SPEC as INFERENCE
-from schemas import export as _export
-from schemas.channels import Operation
+from framewire.edge_agents.capture.agent import SPEC as CAPTURE
+from framewire.edge_agents.ledger.agent import SPEC as LEDGER
+from framewire.edge_agents.runtime.endpoints import RUNTIME, AgentSpec
+from framewire.inference_agent.agent import SPEC as INFERENCE
+from framewire.schemas import export as _export
+from framewire.schemas.channels import Operation
 
 SPECS: tuple[AgentSpec, ...] = (CAPTURE, INFERENCE, LEDGER)
 

@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edge_agents.capture.state import read_summary
-from edge_agents.ledger.store import LedgerReader
-from edge_agents.runtime.lifecycle import SignalStop
+from framewire.edge_agents.capture.state import read_summary
+from framewire.edge_agents.ledger.store import LedgerReader
+from framewire.edge_agents.runtime.lifecycle import SignalStop
 from framewire.observe import BrokerLogin, follow
 from framewire.samples import write_cards
+from framewire.schemas import MessageError, TopicTree
 from framewire.stack import Stack, open_stack, run_agents, until_ready
-from schemas import MessageError, TopicTree
 
 console = Console(highlight=False)
 

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agents.capture.inspect import FrameRejectedError, ImageLimits, inspect_image, read_bounded
-from inference_agent.pipeline import Pipeline, local_frame
-from schemas import utc_now
+from framewire.edge_agents.capture.inspect import (
+    FrameRejectedError,
+    ImageLimits,
+    inspect_image,
+    read_bounded,
+)
+from framewire.inference_agent.pipeline import Pipeline, local_frame
+from framewire.schemas import utc_now
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agents.runtime import BrokerAddress
-from schemas import (
+from framewire.edge_agents.runtime import BrokerAddress
+from framewire.schemas import (
     AgentStatus,
     CommandRequest,
     CommandResponse,

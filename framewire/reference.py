@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings
 
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.ledger.settings import LedgerSettings
-from edge_agents.runtime import AgentSettings
-from inference_agent.settings import InferenceSettings
-from inference_agent.stages import STAGES
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.ledger.settings import LedgerSettings
+from framewire.edge_agents.runtime import AgentSettings
+from framewire.inference_agent.settings import InferenceSettings
+from framewire.inference_agent.stages import STAGES
 
 BEGIN = "<!-- BEGIN CONFIG REFERENCE (generated: framewire config reference) -->"
 END = "<!-- END CONFIG REFERENCE -->"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from broker_config.passwords import write_private
+from framewire.broker_config.passwords import write_private
 
 Action = Literal["created", "updated", "unchanged", "kept"]
 TomlValue = str | int | bool

@@ -14,17 +14,23 @@ from typing import Any
 
 import aiomqtt
 
-from broker_config import BrokerError, BrokerPlan, EmbeddedBroker, default_accounts, free_port
-from broker_config.embedded import port_open
-from edge_agents.capture.agent import run as run_capture
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.ledger.agent import run as run_ledger
-from edge_agents.ledger.settings import LedgerSettings
+from framewire.broker_config import (
+    BrokerError,
+    BrokerPlan,
+    EmbeddedBroker,
+    default_accounts,
+    free_port,
+)
+from framewire.broker_config.embedded import port_open
+from framewire.edge_agents.capture.agent import run as run_capture
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.ledger.agent import run as run_ledger
+from framewire.edge_agents.ledger.settings import LedgerSettings
+from framewire.inference_agent.agent import run as run_inference
+from framewire.inference_agent.settings import InferenceSettings
 from framewire.observe import BrokerLogin
 from framewire.samples import sample_catalog_path
-from inference_agent.agent import run as run_inference
-from inference_agent.settings import InferenceSettings
-from schemas import Availability, TopicTree
+from framewire.schemas import Availability, TopicTree
 
 logger = logging.getLogger(__name__)
 

@@ -17,17 +17,25 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge_agents.runtime import AgentRuntime, AgentSpec, CommandError, Inbound, Lane, Receive, Send
-from edge_agents.runtime.batching import Batcher
-from edge_agents.runtime.commands import CommandResult, Scalar
-from edge_agents.runtime.homeassistant import Entity, status_sensor
-from inference_agent.build import build_pipeline
-from inference_agent.cards.recognizer import RecognizeCard
-from inference_agent.models import ModelError, default_manifest_path, load_manifests
-from inference_agent.pipeline import Outcome, Pipeline
-from inference_agent.settings import InferenceSettings
-from schemas import FrameMeta, InferenceResult, encode_json, utc_now
-from schemas.channels import FRAMES, RESULTS, THUMBNAIL, Frame
+from framewire.edge_agents.runtime import (
+    AgentRuntime,
+    AgentSpec,
+    CommandError,
+    Inbound,
+    Lane,
+    Receive,
+    Send,
+)
+from framewire.edge_agents.runtime.batching import Batcher
+from framewire.edge_agents.runtime.commands import CommandResult, Scalar
+from framewire.edge_agents.runtime.homeassistant import Entity, status_sensor
+from framewire.inference_agent.build import build_pipeline
+from framewire.inference_agent.cards.recognizer import RecognizeCard
+from framewire.inference_agent.models import ModelError, default_manifest_path, load_manifests
+from framewire.inference_agent.pipeline import Outcome, Pipeline
+from framewire.inference_agent.settings import InferenceSettings
+from framewire.schemas import FrameMeta, InferenceResult, encode_json, utc_now
+from framewire.schemas.channels import FRAMES, RESULTS, THUMBNAIL, Frame
 
 logger = logging.getLogger(__name__)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from inference_agent.models import (
+from framewire.inference_agent.models import (
     BackendOptions,
     ModelRegistry,
     default_manifest_path,
     load_manifests,
 )
-from inference_agent.pipeline import Pipeline
-from inference_agent.settings import InferenceSettings
-from inference_agent.stages import Stage, StageOptions, make_stages
+from framewire.inference_agent.pipeline import Pipeline
+from framewire.inference_agent.settings import InferenceSettings
+from framewire.inference_agent.stages import Stage, StageOptions, make_stages
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,10 @@ class _Recogniser:
         self.registry: ModelRegistry | None = None
 
     def __call__(self) -> Stage:
-        from inference_agent.cards.catalog import CatalogSource
-        from inference_agent.cards.matcher import CardMatcher
-        from inference_agent.cards.ocr import CardOcr
-        from inference_agent.cards.recognizer import RecognizeCard
+        from framewire.inference_agent.cards.catalog import CatalogSource
+        from framewire.inference_agent.cards.matcher import CardMatcher
+        from framewire.inference_agent.cards.ocr import CardOcr
+        from framewire.inference_agent.cards.recognizer import RecognizeCard
 
         settings = self.settings
         assert settings.catalog is not None  # the settings refuse a card stage without one

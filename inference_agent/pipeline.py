@@ -11,9 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from inference_agent.models import ModelRegistry
-from inference_agent.stages import FrameWork, Stage, StageError, VerifyChecksum
-from schemas import ErrorKind, FrameMeta, InferenceResult, StageTiming, new_frame_id, utc_now
+from framewire.inference_agent.models import ModelRegistry
+from framewire.inference_agent.stages import FrameWork, Stage, StageError, VerifyChecksum
+from framewire.schemas import (
+    ErrorKind,
+    FrameMeta,
+    InferenceResult,
+    StageTiming,
+    new_frame_id,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from edge_agents.runtime import AgentSettings
-from edge_agents.runtime.images import ShapeLimits
-from inference_agent.stages import IMAGE_STAGES, STAGES, check_stages, default_stages
-from schemas import check_identifier
+from framewire.edge_agents.runtime import AgentSettings
+from framewire.edge_agents.runtime.images import ShapeLimits
+from framewire.inference_agent.stages import IMAGE_STAGES, STAGES, check_stages, default_stages
+from framewire.schemas import check_identifier
 
 
 class InferenceSettings(AgentSettings):

@@ -15,8 +15,8 @@ from typing import Protocol
 
 from PIL import Image
 
-from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
-from schemas import CardRecognition, ErrorKind, FrameMeta, ImageFacts, Thumbnail
+from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.schemas import CardRecognition, ErrorKind, FrameMeta, ImageFacts, Thumbnail
 
 
 class StageError(Exception):

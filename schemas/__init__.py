@@ -1,6 +1,6 @@
 """Message models and the topic tree: the contract between framewire agents."""
 
-from schemas.codec import (
+from framewire.schemas.codec import (
     FRAME_SCHEMA,
     MessageError,
     decode_json,
@@ -9,7 +9,7 @@ from schemas.codec import (
     frame_properties,
     user_properties,
 )
-from schemas.ids import (
+from framewire.schemas.ids import (
     AgentId,
     FrameId,
     InvalidIdentifierError,
@@ -17,7 +17,7 @@ from schemas.ids import (
     check_identifier,
     new_frame_id,
 )
-from schemas.messages import (
+from framewire.schemas.messages import (
     SCHEMA_VERSION,
     AgentStatus,
     Availability,
@@ -35,7 +35,7 @@ from schemas.messages import (
     Thumbnail,
     utc_now,
 )
-from schemas.topics import DEFAULT_PREFIX, TopicTree
+from framewire.schemas.topics import DEFAULT_PREFIX, TopicTree
 
 __all__ = [
     "DEFAULT_PREFIX",

@@ -13,9 +13,20 @@ from typing import Any, Literal, NamedTuple
 
 from paho.mqtt.properties import Properties
 
-from schemas.codec import MessageError, decode_json, frame_meta_from_properties, user_properties
-from schemas.messages import JSON_MESSAGES, AgentStatus, Availability, ErrorKind, FrameMeta
-from schemas.topics import TopicTree
+from framewire.schemas.codec import (
+    MessageError,
+    decode_json,
+    frame_meta_from_properties,
+    user_properties,
+)
+from framewire.schemas.messages import (
+    JSON_MESSAGES,
+    AgentStatus,
+    Availability,
+    ErrorKind,
+    FrameMeta,
+)
+from framewire.schemas.topics import TopicTree
 
 Param = Literal["station", "agent", "client"]
 _HOLE = "x-channel-parameter-x"  # a valid identifier no real station or agent is named

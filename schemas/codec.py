@@ -10,8 +10,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from schemas.messages import SCHEMA_VERSION, ErrorKind, FrameMeta, Message
-from schemas.names import mqtt_string_problem
+from framewire.schemas.messages import SCHEMA_VERSION, ErrorKind, FrameMeta, Message
+from framewire.schemas.names import mqtt_string_problem
 
 M = TypeVar("M", bound=Message)
 

@@ -9,8 +9,14 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from schemas.channels import CHANNELS, Channel, Operation
-from schemas.messages import JSON_MESSAGES, SCHEMA_VERSION, Availability, FrameMeta, Message
+from framewire.schemas.channels import CHANNELS, Channel, Operation
+from framewire.schemas.messages import (
+    JSON_MESSAGES,
+    SCHEMA_VERSION,
+    Availability,
+    FrameMeta,
+    Message,
+)
 
 _REF = "#/components/schemas/{model}"
 

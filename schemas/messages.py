@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
 
-from schemas.ids import AgentId, FrameId, StationId
-from schemas.names import mqtt_string_problem
+from framewire.schemas.ids import AgentId, FrameId, StationId
+from framewire.schemas.names import mqtt_string_problem
 
 SCHEMA_VERSION = 1
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.ids import check_identifier
+from framewire.schemas.ids import check_identifier
 
 DEFAULT_PREFIX = "framewire"
 

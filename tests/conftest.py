@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
+from framewire.broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
 
 STATION = "station-1"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from broker_config import free_port
+from framewire.broker_config import free_port
 
 REQUIRE_TOOLS = os.environ.get("FRAMEWIRE_REQUIRE_TOOLS") == "1"  # set by .ci/run
 SUPERUSER = "framewire"

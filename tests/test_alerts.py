@@ -20,9 +20,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker_config import free_port
-from edge_agents.runtime import memory
-from edge_agents.runtime.alerts import (
+from framewire.broker_config import free_port
+from framewire.edge_agents.runtime import memory
+from framewire.edge_agents.runtime.alerts import (
     NOT_PENDING,
     PENDING_QUEUES,
     WORK_EVENTS,
@@ -31,8 +31,8 @@ from edge_agents.runtime.alerts import (
     render,
     rules,
 )
-from edge_agents.runtime.memory import MemoryCeiling, memory_ceiling, resident_bytes
-from edge_agents.runtime.metrics import MemoryCollector
+from framewire.edge_agents.runtime.memory import MemoryCeiling, memory_ceiling, resident_bytes
+from framewire.edge_agents.runtime.metrics import MemoryCollector
 from tests.conftest import STATION, USERS, Pipeline, jpeg_bytes, wait_until
 from tests.test_pipeline import ledger_rows, observer, wait_online
 

@@ -35,7 +35,7 @@ def positive(value: object) -> bool:
 def test_a_tiny_benchmark_run_prints_every_figure_as_json() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWIRE_")}
     tiny = ["--frames", "40", "--latency-frames", "10", "--ocr-frames", "3", "--photos", "3"]
-    tiny += ["--inference-agents", "2", "--ledger-rows", "50"]
+    tiny += ["--inference-agents", "1", "--ledger-rows", "50"]  # CI's run does 1 to 3
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--json", *tiny],
         cwd=ROOT,
@@ -48,7 +48,7 @@ def test_a_tiny_benchmark_run_prints_every_figure_as_json() -> None:
     result = json.loads(out.stdout)
     for key in FIGURES:
         assert positive(result[key]), (key, result[key])
-    assert set(result["inference_agents_fps"]) == {"1", "2"}
+    assert set(result["inference_agents_fps"]) == {"1"}
     assert all(positive(v) for v in result["inference_agents_fps"].values())
     assert set(result["agents"]) == {"capture", "inference", "ledger", "broker"}
     for kind, figures in result["agents"].items():

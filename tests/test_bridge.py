@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
-from broker_config.bridge import BridgePlan, bridge_user, capture_user
-from broker_config.certs import CertFolder, write_certificates
-from broker_config.render import render_acl, render_conf
-from schemas import (
+from framewire.broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
+from framewire.broker_config.bridge import BridgePlan, bridge_user, capture_user
+from framewire.broker_config.certs import CertFolder, write_certificates
+from framewire.broker_config.render import render_acl, render_conf
+from framewire.schemas import (
     FrameMeta,
     TopicTree,
     frame_meta_from_properties,

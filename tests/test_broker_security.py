@@ -20,10 +20,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker_config import BrokerPlan, default_accounts, write_broker_files
-from broker_config.render import render_acl, render_conf
-from edge_agents.runtime.homeassistant import discovery_topic
-from schemas import (
+from framewire.broker_config import BrokerPlan, default_accounts, write_broker_files
+from framewire.broker_config.render import render_acl, render_conf
+from framewire.edge_agents.runtime.homeassistant import discovery_topic
+from framewire.schemas import (
     AgentStatus,
     CommandRequest,
     CommandResponse,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from edge_agents.capture.guard import root_cause
-from edge_agents.capture.state import CaptureState, FileVersion, read_summary
-from schemas import new_frame_id
+from framewire.edge_agents.capture.guard import root_cause
+from framewire.edge_agents.capture.state import CaptureState, FileVersion, read_summary
+from framewire.schemas import new_frame_id
 
 
 def version(name: str, size: int = 10, mtime: int = 1) -> FileVersion:

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from framewire.cli_catalog import catalog_app
-from inference_agent.cards.catalog import Catalog, CatalogCard, load_catalog
-from inference_agent.cards.catalog_formats import CatalogImportError, SourceFormat
-from inference_agent.cards.catalog_import import import_catalog
-from inference_agent.cards.matcher import CardMatcher, OcrLine
+from framewire.inference_agent.cards.catalog import Catalog, CatalogCard, load_catalog
+from framewire.inference_agent.cards.catalog_formats import CatalogImportError, SourceFormat
+from framewire.inference_agent.cards.catalog_import import import_catalog
+from framewire.inference_agent.cards.matcher import CardMatcher, OcrLine
 
 DATA = Path(__file__).parent / "data" / "catalogs"
 SOURCES = {

@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from broker_config import BrokerError, free_port
-from broker_config.embedded import find_mosquitto, port_open
-from edge_agents.runtime.lifecycle import ForcedStop, SignalStop
+from framewire.broker_config import BrokerError, free_port
+from framewire.broker_config.embedded import find_mosquitto, port_open
 from framewire.cli_agents import AgentNotFoundError, AgentSeen, AgentTarget, resolve
 from framewire.cli_common import UpInfo, without_bytes
+from framewire.edge_agents.runtime.lifecycle import ForcedStop, SignalStop
+from framewire.schemas import TopicTree
 from framewire.stack import broker_port, remember_port
-from schemas import TopicTree
 from tests.conftest import jpeg_bytes, wait_until
 from tests.recorder import Recorder
 from tests.test_pipeline import ledger_rows
@@ -187,7 +187,7 @@ def test_samples_writes_card_photos_the_same_for_the_same_seed(tmp_path: Path) -
 
 
 def test_capture_quarantine_lists_files_with_their_reasons(tmp_path: Path) -> None:
-    from edge_agents.capture.state import CaptureState, FileVersion
+    from framewire.edge_agents.capture.state import CaptureState, FileVersion
 
     db = tmp_path / "capture.sqlite3"
 

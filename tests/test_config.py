@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from broker_config import BrokerPlan, default_accounts
-from broker_config.passwords import hash_password, verify_password
-from broker_config.render import render_acl, render_conf
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.ledger.settings import LedgerSettings
-from inference_agent.settings import InferenceSettings
+from framewire.broker_config import BrokerPlan, default_accounts
+from framewire.broker_config.passwords import hash_password, verify_password
+from framewire.broker_config.render import render_acl, render_conf
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.ledger.settings import LedgerSettings
+from framewire.inference_agent.settings import InferenceSettings
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +134,7 @@ def test_production_profile_has_no_anonymous_access_and_can_add_tls(tmp_path: Pa
 
 
 def test_missing_mosquitto_explains_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from broker_config import BrokerError, embedded
+    from framewire.broker_config import BrokerError, embedded
 
     monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
     monkeypatch.setattr(embedded, "_SEARCH", ())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import TopicTree
+from framewire.schemas import TopicTree
 from tests.recorder import Recorder
 from tests.test_cli import anonymous_broker  # noqa: F401 - a fixture
 

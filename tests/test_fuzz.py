@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from edge_agents.capture.inspect import FrameRejectedError, ImageLimits, inspect_image
-from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
-from inference_agent.cards.json_stream import JsonStreamError, iter_records
-from schemas import (
+from framewire.edge_agents.capture.inspect import FrameRejectedError, ImageLimits, inspect_image
+from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.inference_agent.cards.json_stream import JsonStreamError, iter_records
+from framewire.schemas import (
     AgentStatus,
     CommandRequest,
     FrameMeta,
@@ -28,8 +28,8 @@ from schemas import (
     new_frame_id,
     utc_now,
 )
-from schemas.codec import PropertyRefusedError
-from schemas.names import escape_name, mqtt_string_problem, unescape_name
+from framewire.schemas.codec import PropertyRefusedError
+from framewire.schemas.names import escape_name, mqtt_string_problem, unescape_name
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MODELS = [InferenceResult, LedgerAck, AgentStatus, CommandRequest]

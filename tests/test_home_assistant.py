@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from edge_agents.runtime.homeassistant import Fact, StoredFacts, discovery_topic
+from framewire.edge_agents.runtime.homeassistant import Fact, StoredFacts, discovery_topic
 from framewire.samples import sample_catalog_path, write_cards
-from schemas import TopicTree
+from framewire.schemas import TopicTree
 from tests.conftest import USERS, Pipeline, wait_until
 from tests.ha_rules import (
     DEFAULT_QOS,

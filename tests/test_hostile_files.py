@@ -25,13 +25,20 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge_agents.capture.agent import serve
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.capture.state import CaptureState
-from edge_agents.capture.watcher import version_of
-from schemas import AgentStatus, FrameMeta, TopicTree, decode_json, frame_properties, utc_now
-from schemas.codec import PropertyRefusedError
-from schemas.names import escape_name, mqtt_string_problem, unescape_name
+from framewire.edge_agents.capture.agent import serve
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.capture.state import CaptureState
+from framewire.edge_agents.capture.watcher import version_of
+from framewire.schemas import (
+    AgentStatus,
+    FrameMeta,
+    TopicTree,
+    decode_json,
+    frame_properties,
+    utc_now,
+)
+from framewire.schemas.codec import PropertyRefusedError
+from framewire.schemas.names import escape_name, mqtt_string_problem, unescape_name
 from tests.conftest import STATION, USERS, Pipeline, cli_env, jpeg_bytes, wait_until
 from tests.recorder import Recorder
 from tests.test_pipeline import capture_rows, ledger_rows, observer, wait_online
@@ -551,8 +558,8 @@ async def test_a_full_state_disk_degrades_capture_which_recovers_without_loss(
 async def test_a_ledger_written_before_names_were_escaped_keeps_its_names(tmp_path: Path) -> None:
     """Real SQLite, no broker: a version 1 ledger gains `source_path`, filled from the raw
     names its rows hold, and a new row stores the bytes its escaped name decodes to."""
-    from edge_agents.ledger.store import LedgerReader, LedgerStore
-    from schemas import InferenceResult
+    from framewire.edge_agents.ledger.store import LedgerReader, LedgerStore
+    from framewire.schemas import InferenceResult
 
     db = tmp_path / "ledger.sqlite3"
     async with LedgerStore(db):

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.inference_agent.stages import DecodeImage, FrameWork, StageError
 from framewire.samples import card_jpeg, load_specs
-from inference_agent.stages import DecodeImage, FrameWork, StageError
-from schemas import (
+from framewire.schemas import (
     ErrorKind,
     FrameMeta,
     InferenceResult,

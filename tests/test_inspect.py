@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_agents.capture.inspect import (
+from framewire.edge_agents.capture.inspect import (
     FrameRejectedError,
     ImageLimits,
     inspect_image,
     read_bounded,
 )
-from schemas import ErrorKind
+from framewire.schemas import ErrorKind
 from tests.conftest import jpeg_bytes
 
 LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000)

@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from edge_agents.ledger.agent import serve
-from edge_agents.ledger.settings import LedgerSettings
-from edge_agents.ledger.store import LedgerStore
-from schemas import AgentStatus, TopicTree, decode_json
+from framewire.edge_agents.ledger.agent import serve
+from framewire.edge_agents.ledger.settings import LedgerSettings
+from framewire.edge_agents.ledger.store import LedgerStore
+from framewire.schemas import AgentStatus, TopicTree, decode_json
 from tests.conftest import USERS, Pipeline, jpeg_bytes
 from tests.test_hostile_files import until
 from tests.test_pipeline import ledger_rows, observer

@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 
-from edge_agents.ledger.store import LedgerStore
-from edge_agents.ledger.stores import open_ledger, open_reader
-from schemas import InferenceResult
+from framewire.edge_agents.ledger.store import LedgerStore
+from framewire.edge_agents.ledger.stores import open_ledger, open_reader
+from framewire.schemas import InferenceResult
 from tests.conftest import wait_until
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
 from tests.test_ledger_store import flip, result, unrelated

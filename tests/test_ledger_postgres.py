@@ -12,9 +12,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from edge_agents.ledger.postgres import WRITE_LOCK
-from edge_agents.ledger.recording import COLUMNS, row_values
-from edge_agents.ledger.stores import LedgerError, LedgerUnavailable, open_ledger, open_reader
+from framewire.edge_agents.ledger.postgres import WRITE_LOCK
+from framewire.edge_agents.ledger.recording import COLUMNS, row_values
+from framewire.edge_agents.ledger.stores import (
+    LedgerError,
+    LedgerUnavailable,
+    open_ledger,
+    open_reader,
+)
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
 from tests.test_ledger_store import flip, result, unrelated
 

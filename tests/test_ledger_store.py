@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agents.ledger import lookalike
-from edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
-from edge_agents.ledger.store import LedgerStore
-from edge_agents.ledger.stores import Ledger, open_ledger, open_reader
-from schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
+from framewire.edge_agents.ledger import lookalike
+from framewire.edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
+from framewire.edge_agents.ledger.store import LedgerStore
+from framewire.edge_agents.ledger.stores import Ledger, open_ledger, open_reader
+from framewire.schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
 
 T0 = utc_now()
@@ -316,8 +316,8 @@ async def test_sqlite_and_postgresql_keep_the_same_rows(
 
 
 def test_a_ledger_is_chosen_by_its_url(tmp_path: Path) -> None:
-    from edge_agents.ledger.settings import LedgerSettings
-    from edge_agents.ledger.stores import LedgerError, redact, sqlite_path
+    from framewire.edge_agents.ledger.settings import LedgerSettings
+    from framewire.edge_agents.ledger.stores import LedgerError, redact, sqlite_path
 
     assert sqlite_path("sqlite:///data/ledger.sqlite3") == Path("data/ledger.sqlite3")
     assert sqlite_path("sqlite:////var/lib/ledger.sqlite3") == Path("/var/lib/ledger.sqlite3")

@@ -18,9 +18,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from framewire.samples import card_jpeg, load_specs
-from inference_agent.cards.ocr import CardOcr
-from inference_agent.models import (
+from framewire.inference_agent.cards.ocr import CardOcr
+from framewire.inference_agent.models import (
     BackendOptions,
     ModelError,
     ModelRegistry,
@@ -28,9 +27,10 @@ from inference_agent.models import (
     load_manifests,
     load_model,
 )
-from inference_agent.models.backends import OnnxSession, choose_backend, mlx_available
-from inference_agent.models.manifest import InputSpec, ModelManifest
-from inference_agent.models.mlx_graph import MlxSession, unsupported
+from framewire.inference_agent.models.backends import OnnxSession, choose_backend, mlx_available
+from framewire.inference_agent.models.manifest import InputSpec, ModelManifest
+from framewire.inference_agent.models.mlx_graph import MlxSession, unsupported
+from framewire.samples import card_jpeg, load_specs
 
 MANIFESTS = load_manifests(default_manifest_path())
 needs_mlx = pytest.mark.skipif(
@@ -420,7 +420,7 @@ def test_auto_falls_back_to_onnxruntime_for_a_model_with_an_operator_mlx_lacks(
     assert unsupported(lacking.verified_bytes()) == ["Hardmax"]
     mlx_first = BackendOptions(backend="auto", auto_prefers_mlx=True)  # as on Apple silicon
 
-    with caplog.at_level(logging.WARNING, logger="inference_agent.models"):
+    with caplog.at_level(logging.WARNING, logger="framewire.inference_agent.models"):
         registry = ModelRegistry({"tiny": lacking}, mlx_first)
     loaded = registry.get("tiny")
     assert loaded.session.backend == "onnx"

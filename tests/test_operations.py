@@ -17,9 +17,9 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from broker_config import free_port
+from framewire.broker_config import free_port
 from framewire.samples import sample_catalog_path, write_cards
-from schemas import TopicTree
+from framewire.schemas import TopicTree
 from tests.conftest import STATION, USERS, Pipeline, cli_env, jpeg_bytes, wait_until
 from tests.recorder import Recorder
 from tests.test_pipeline import capture_rows, ledger_rows, observer, wait_online

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import (
+from framewire.schemas import (
     AgentStatus,
     DeadLetter,
     ErrorKind,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from framewire.inference_agent.models import default_manifest_path, load_manifests
 from framewire.samples import card_jpeg, load_specs
-from inference_agent.models import default_manifest_path, load_manifests
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("schemas", "edge_agents", "inference_agent", "broker_config", "framewire")
@@ -79,8 +79,8 @@ def test_ocr_never_reaches_its_model_download(monkeypatch: pytest.MonkeyPatch) -
     """rapidocr downloads missing models at run time; framewire hands it every file."""
     from rapidocr.utils import download_file
 
-    from inference_agent.cards.ocr import CardOcr
-    from inference_agent.models import BackendOptions, ModelRegistry
+    from framewire.inference_agent.cards.ocr import CardOcr
+    from framewire.inference_agent.models import BackendOptions, ModelRegistry
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the OCR package tried to download a model")
@@ -126,8 +126,31 @@ def test_the_wheel_carries_every_file_the_code_reads_at_run_time(tmp_path: Path)
     (wheel,) = (tmp_path / "dist").glob("framewire-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "inference_agent/models/ocr.toml",
+        "framewire/inference_agent/models/ocr.toml",
         "framewire/data/catalog.csv",
-        "broker_config/identity_plugin.c",
+        "framewire/broker_config/identity_plugin.c",
+        "framewire/schemas/codec.py",
     ):
         assert needed in names, f"{needed} is missing from the wheel"
+    # one import name in site-packages: `schemas`, say, is another project's on PyPI
+    tops = {n.split("/")[0] for n in names} - {n.split("/")[0] for n in names if ".dist-info" in n}
+    assert tops == {"framewire"}
+
+
+def test_the_code_imports_its_packages_only_under_the_framewire_name() -> None:
+    """schemas/, edge_agents/, inference_agent/ and broker_config/ are framewire.schemas
+    and so on (framewire/ links to them): a bare `import schemas` would load a second copy
+    of every class in it, and find another project's package where one is installed."""
+    bare = set(PACKAGES) - {"framewire"}
+    for path in [*ROOT.glob("*/**/*.py")]:
+        rel = path.relative_to(ROOT)
+        if rel.parts[0].startswith(".") or rel.parts[0] in ("build", "framewire"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                assert name.split(".")[0] not in bare, f"{rel}: import {name}"

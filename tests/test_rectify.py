@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from framewire.samples import CardSpec, available_fonts, jpeg, photograph, render_card
-from framewire.samples_hard import place_card
-from inference_agent.cards.ocr import CardOcr, photo_pixels
-from inference_agent.cards.rectify import find_card
-from inference_agent.models import (
+from framewire.inference_agent.cards.ocr import CardOcr, photo_pixels
+from framewire.inference_agent.cards.rectify import find_card
+from framewire.inference_agent.models import (
     BackendOptions,
     ModelRegistry,
     default_manifest_path,
     load_manifests,
 )
+from framewire.samples import CardSpec, available_fonts, jpeg, photograph, render_card
+from framewire.samples_hard import place_card
 
 SPEC = CardSpec("Glimmerfang", "Verdant Wilds", "010/120", "Common", "130")
 

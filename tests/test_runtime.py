@@ -13,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from edge_agents.capture.agent import SPEC as CAPTURE
-from edge_agents.ledger.agent import SPEC as LEDGER
-from edge_agents.runtime import AgentRuntime, AgentSettings, AgentSpec, Lane, Receive, Send
-from edge_agents.runtime.batching import Batcher
-from edge_agents.runtime.endpoints import RUNTIME, UndeclaredError
+from framewire.edge_agents.capture.agent import SPEC as CAPTURE
+from framewire.edge_agents.ledger.agent import SPEC as LEDGER
+from framewire.edge_agents.runtime import (
+    AgentRuntime,
+    AgentSettings,
+    AgentSpec,
+    Lane,
+    Receive,
+    Send,
+)
+from framewire.edge_agents.runtime.batching import Batcher
+from framewire.edge_agents.runtime.endpoints import RUNTIME, UndeclaredError
+from framewire.inference_agent.agent import SPEC as INFERENCE
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path
-from inference_agent.agent import SPEC as INFERENCE
-from schemas.channels import ACKS, FRAMES, RESULTS
+from framewire.schemas.channels import ACKS, FRAMES, RESULTS
 from tests.conftest import USERS, Pipeline, cli_env, jpeg_bytes, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from schemas import AgentStatus, TopicTree, decode_json
+from framewire.schemas import AgentStatus, TopicTree, decode_json
 from tests.conftest import USERS, AgentProcess, Pipeline, jpeg_bytes, wait_until
 from tests.test_hostile_images import peak_rss_mib
 from tests.test_pipeline import ledger_rows, observer, wait_online

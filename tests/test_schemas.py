@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas import (
+from framewire.contract import documents
+from framewire.schemas import (
     ErrorKind,
     FrameMeta,
     InferenceResult,
@@ -25,7 +26,6 @@ from schemas import (
     frame_properties,
     new_frame_id,
 )
-from framewire.contract import documents
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

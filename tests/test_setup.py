@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from broker_config import free_port
-from broker_config.embedded import port_open
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.ledger.settings import LedgerSettings
-from edge_agents.runtime.settings import _host_id
 from framewire import setup_units
 from framewire.box_setup import apply, capture_box, remote_box, remote_steps, unit_paths
+from framewire.broker_config import free_port
+from framewire.broker_config.embedded import port_open
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.ledger.settings import LedgerSettings
+from framewire.edge_agents.runtime.settings import _host_id
+from framewire.inference_agent.settings import InferenceSettings
 from framewire.setup_files import SetupError, merge_toml, write_config
-from inference_agent.settings import InferenceSettings
 from tests.conftest import jpeg_bytes, wait_until
 from tests.test_operations import REQUIRE_TOOLS
 from tests.test_pipeline import ledger_rows

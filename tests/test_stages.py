@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from framewire.inference_agent.build import build_pipeline
+from framewire.inference_agent.pipeline import local_frame
+from framewire.inference_agent.settings import InferenceSettings
+from framewire.inference_agent.stages import STAGES
 from framewire.samples import sample_catalog_path
-from inference_agent.build import build_pipeline
-from inference_agent.pipeline import local_frame
-from inference_agent.settings import InferenceSettings
-from inference_agent.stages import STAGES
-from schemas import InferenceResult, utc_now
+from framewire.schemas import InferenceResult, utc_now
 from tests.conftest import USERS, Pipeline, jpeg_bytes, wait_until
 from tests.test_pipeline import capture_rows, ledger_rows, observer, wait_online
 

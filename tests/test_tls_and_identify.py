@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,10 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
-from broker_config.certs import CertFolder, write_certificates
+from framewire.broker_config import BrokerPlan, EmbeddedBroker, default_accounts, free_port
+from framewire.broker_config.certs import CertFolder, write_certificates
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path
-from schemas import TopicTree
+from framewire.schemas import TopicTree
 from tests.conftest import STATION, USERS, Broker, Pipeline, jpeg_bytes, wait_until
 from tests.recorder import Recorder
 from tests.test_pipeline import ledger_rows, observer, wait_online
@@ -209,11 +210,24 @@ def test_an_agent_connects_over_tls_and_checks_the_certificate(tmp_path: Path) -
             stderr=subprocess.PIPE,
             text=True,
         )
+        said: list[str] = []
+        assert bad.stderr is not None
+        lines = bad.stderr
+        reader = threading.Thread(target=lambda: said.extend(iter(lines.readline, "")))
+        reader.start()
         try:
-            _, stderr = bad.communicate(timeout=4)
-        except subprocess.TimeoutExpired:
+            wait_until(
+                lambda: "certificate verify failed" in "".join(said),
+                timeout=120,  # it starts slowly on a busy machine
+                what="the reason it cannot connect",
+            )
+        finally:
             bad.terminate()
-            _, stderr = bad.communicate(timeout=30)
+            bad.wait(30)
+            reader.join(30)
+            assert bad.stderr is not None
+            bad.stderr.close()
+        stderr = "".join(said)
         assert "certificate verify failed" in stderr
         assert "system trust store (mqtt_ca_file unset)" in stderr
 

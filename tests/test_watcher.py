@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-from edge_agents.capture.watcher import FolderWatcher, is_candidate_name
+from framewire.edge_agents.capture.watcher import FolderWatcher, is_candidate_name
 
 
 async def ready_files(

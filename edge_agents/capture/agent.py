@@ -28,13 +28,13 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agents.capture.files import not_a_file, path_of, read_in_folder
-from edge_agents.capture.guard import StateGuard
-from edge_agents.capture.inspect import FrameRejectedError, Inspection, inspect_image
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.capture.state import CaptureState, FileVersion, FrameRow, FrameState
-from edge_agents.capture.watcher import FolderWatcher
-from edge_agents.runtime import (
+from framewire.edge_agents.capture.files import not_a_file, path_of, read_in_folder
+from framewire.edge_agents.capture.guard import StateGuard
+from framewire.edge_agents.capture.inspect import FrameRejectedError, Inspection, inspect_image
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.capture.state import CaptureState, FileVersion, FrameRow, FrameState
+from framewire.edge_agents.capture.watcher import FolderWatcher
+from framewire.edge_agents.runtime import (
     AgentRuntime,
     AgentSpec,
     CommandError,
@@ -43,11 +43,11 @@ from edge_agents.runtime import (
     Receive,
     Send,
 )
-from edge_agents.runtime.batching import Batcher
-from edge_agents.runtime.commands import CommandResult, Scalar
-from edge_agents.runtime.homeassistant import Fact, StoredFacts
-from edge_agents.runtime.presence import AgentPresence
-from schemas import (
+from framewire.edge_agents.runtime.batching import Batcher
+from framewire.edge_agents.runtime.commands import CommandResult, Scalar
+from framewire.edge_agents.runtime.homeassistant import Fact, StoredFacts
+from framewire.edge_agents.runtime.presence import AgentPresence
+from framewire.schemas import (
     ErrorKind,
     FrameMeta,
     InferenceResult,
@@ -56,9 +56,9 @@ from schemas import (
     frame_properties,
     new_frame_id,
 )
-from schemas.channels import ACKS, AVAILABILITY, FRAMES, RESULTS, STATUS
-from schemas.messages import SOURCE_NAME_MAX
-from schemas.names import printable
+from framewire.schemas.channels import ACKS, AVAILABILITY, FRAMES, RESULTS, STATUS
+from framewire.schemas.messages import SOURCE_NAME_MAX
+from framewire.schemas.names import printable
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agents.capture.agent import SPEC, CaptureAgent
-from edge_agents.capture.settings import CaptureSettings
-from edge_agents.capture.state import PENDING, CaptureState, StateSummary
-from edge_agents.capture.watcher import scan_folder_async
-from edge_agents.runtime import AgentRuntime
+from framewire.edge_agents.capture.agent import SPEC, CaptureAgent
+from framewire.edge_agents.capture.settings import CaptureSettings
+from framewire.edge_agents.capture.state import PENDING, CaptureState, StateSummary
+from framewire.edge_agents.capture.watcher import scan_folder_async
+from framewire.edge_agents.runtime import AgentRuntime
 
 logger = logging.getLogger(__name__)
 

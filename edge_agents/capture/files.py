@@ -24,9 +24,9 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-from edge_agents.capture.inspect import FrameRejectedError, ImageLimits, read_fd
-from schemas import ErrorKind
-from schemas.names import escape_name, unescape_name
+from framewire.edge_agents.capture.inspect import FrameRejectedError, ImageLimits, read_fd
+from framewire.schemas import ErrorKind
+from framewire.schemas.names import escape_name, unescape_name
 
 FileKind = Literal["file", "symlink", "fifo", "socket", "device", "directory", "other"]
 

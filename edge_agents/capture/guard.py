@@ -18,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from edge_agents.capture.state import CaptureState
-from edge_agents.runtime import AgentRuntime, Backoff
-from schemas.names import printable
+from framewire.edge_agents.capture.state import CaptureState
+from framewire.edge_agents.runtime import AgentRuntime, Backoff
+from framewire.schemas.names import printable
 
 logger = logging.getLogger(__name__)
 

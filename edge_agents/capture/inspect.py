@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
-from schemas import ErrorKind
+from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.schemas import ErrorKind
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 

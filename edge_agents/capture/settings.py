@@ -7,9 +7,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from edge_agents.capture.inspect import ImageLimits
-from edge_agents.runtime import AgentSettings
-from schemas import check_identifier
+from framewire.edge_agents.capture.inspect import ImageLimits
+from framewire.edge_agents.runtime import AgentSettings
+from framewire.schemas import check_identifier
 
 
 class CaptureSettings(AgentSettings):

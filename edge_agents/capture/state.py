@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from edge_agents.capture.files import FileKind, path_of
-from edge_agents.runtime import SqliteThread, transaction
-from schemas.names import escape_name, printable
+from framewire.edge_agents.capture.files import FileKind, path_of
+from framewire.edge_agents.runtime import SqliteThread, transaction
+from framewire.schemas.names import escape_name, printable
 
 FrameState = Literal["seen", "published", "inferred", "ledgered", "quarantined"]
 STATES: tuple[FrameState, ...] = ("seen", "published", "inferred", "ledgered", "quarantined")

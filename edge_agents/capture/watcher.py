@@ -24,9 +24,9 @@ from pathlib import Path
 
 import watchfiles
 
-from edge_agents.capture.files import kind_of, relpath_of
-from edge_agents.capture.state import FileVersion
-from edge_agents.runtime import Backoff
+from framewire.edge_agents.capture.files import kind_of, relpath_of
+from framewire.edge_agents.capture.state import FileVersion
+from framewire.edge_agents.runtime import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from edge_agents.ledger.settings import LedgerSettings
-from edge_agents.ledger.store import Recorded, newest_backup
-from edge_agents.ledger.stores import Ledger, LedgerUnavailable, open_ledger
-from edge_agents.runtime import AgentRuntime, AgentSpec, CommandError, Inbound, Lane, Receive, Send
-from edge_agents.runtime.batching import Batcher
-from edge_agents.runtime.commands import CommandResult, Scalar
-from edge_agents.runtime.homeassistant import Fact, StoredFacts
-from schemas import (
+from framewire.edge_agents.ledger.settings import LedgerSettings
+from framewire.edge_agents.ledger.store import Recorded, newest_backup
+from framewire.edge_agents.ledger.stores import Ledger, LedgerUnavailable, open_ledger
+from framewire.edge_agents.runtime import (
+    AgentRuntime,
+    AgentSpec,
+    CommandError,
+    Inbound,
+    Lane,
+    Receive,
+    Send,
+)
+from framewire.edge_agents.runtime.batching import Batcher
+from framewire.edge_agents.runtime.commands import CommandResult, Scalar
+from framewire.edge_agents.runtime.homeassistant import Fact, StoredFacts
+from framewire.schemas import (
     ErrorKind,
     InferenceResult,
     LedgerAck,
@@ -20,7 +28,7 @@ from schemas import (
     check_identifier,
     encode_json,
 )
-from schemas.channels import ACKS, RESULTS
+from framewire.schemas.channels import ACKS, RESULTS
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any, Protocol
 
-from schemas.names import name_as_text
+from framewire.schemas.names import name_as_text
 
 EXPORT_COLUMNS = (
     "frame_id",

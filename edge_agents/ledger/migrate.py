@@ -24,11 +24,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agents.ledger.lookalike import phash_bits
-from edge_agents.ledger.postgres import UNAVAILABLE, connect, init_schema, write_transaction
-from edge_agents.ledger.recording import COLUMNS
-from edge_agents.ledger.store import SCHEMA_VERSION
-from edge_agents.ledger.stores import LedgerError, LedgerUnavailable, redact
+from framewire.edge_agents.ledger.lookalike import phash_bits
+from framewire.edge_agents.ledger.postgres import (
+    UNAVAILABLE,
+    connect,
+    init_schema,
+    write_transaction,
+)
+from framewire.edge_agents.ledger.recording import COLUMNS
+from framewire.edge_agents.ledger.store import SCHEMA_VERSION
+from framewire.edge_agents.ledger.stores import LedgerError, LedgerUnavailable, redact
 
 BATCH = 500
 _TIMES = {"captured_at", "completed_at", "ledgered_at"}

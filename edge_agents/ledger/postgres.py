@@ -26,11 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from edge_agents.ledger import recording
-from edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
-from edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
-from edge_agents.ledger.stores import LedgerError, LedgerUnavailable, redact
-from schemas import InferenceResult
+from framewire.edge_agents.ledger import recording
+from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
+from framewire.edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
+from framewire.edge_agents.ledger.stores import LedgerError, LedgerUnavailable, redact
+from framewire.schemas import InferenceResult
 
 try:
     import psycopg

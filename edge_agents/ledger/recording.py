@@ -23,9 +23,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from edge_agents.ledger.lookalike import CardKey, PhashIndex, Probe, Relatives, micros, phash_bits
-from schemas import InferenceResult, utc_now
-from schemas.names import unescape_name
+from framewire.edge_agents.ledger.lookalike import (
+    CardKey,
+    PhashIndex,
+    Probe,
+    Relatives,
+    micros,
+    phash_bits,
+)
+from framewire.schemas import InferenceResult, utc_now
+from framewire.schemas.names import unescape_name
 
 Row = tuple[Any, ...]
 

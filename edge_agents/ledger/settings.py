@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from edge_agents.runtime import AgentSettings
+from framewire.edge_agents.runtime import AgentSettings
 
 DATABASE_CREDENTIAL = "ledger-database-password"
 
@@ -52,7 +52,7 @@ class LedgerSettings(AgentSettings):
         if value is None:
             return None
         # imported here: the ledger's stores bring numpy, which reading settings needs not
-        from edge_agents.ledger.stores import LedgerError, sqlite_path
+        from framewire.edge_agents.ledger.stores import LedgerError, sqlite_path
 
         parts = urlsplit(value)
         if parts.scheme not in {"postgresql", "postgres", "sqlite"}:
@@ -71,7 +71,7 @@ class LedgerSettings(AgentSettings):
     @property
     def ledger_url(self) -> str | Path:
         """Where the ledger is, for `open_ledger`: a PostgreSQL URL or the SQLite file."""
-        from edge_agents.ledger.stores import is_postgres
+        from framewire.edge_agents.ledger.stores import is_postgres
 
         if self.database_url is not None and is_postgres(self.database_url):
             return self.database_url
@@ -93,7 +93,7 @@ class LedgerSettings(AgentSettings):
     @property
     def ledger_path(self) -> Path:
         """The SQLite ledger's file (database_url when it is a sqlite:/// URL)."""
-        from edge_agents.ledger.stores import is_postgres, sqlite_path
+        from framewire.edge_agents.ledger.stores import is_postgres, sqlite_path
 
         if self.database_url is not None and not is_postgres(self.database_url):
             return sqlite_path(self.database_url)

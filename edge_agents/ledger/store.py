@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from edge_agents.ledger import recording
-from edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
-from edge_agents.ledger.lookalike import phash_bits
-from edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
-from edge_agents.ledger.stores import LedgerUnavailable
-from edge_agents.runtime import SqliteThread, transaction
-from schemas import InferenceResult, utc_now
+from framewire.edge_agents.ledger import recording
+from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
+from framewire.edge_agents.ledger.lookalike import phash_bits
+from framewire.edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
+from framewire.edge_agents.ledger.stores import LedgerUnavailable
+from framewire.edge_agents.runtime import SqliteThread, transaction
+from framewire.schemas import InferenceResult, utc_now
 
 __all__ = ["EXPORT_COLUMNS", "SCHEMA_VERSION", "LedgerReader", "LedgerStore", "Recorded"]
 

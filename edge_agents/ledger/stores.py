@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from edge_agents.ledger.export import StoredRow
-from edge_agents.ledger.recording import Recorded
-from schemas import InferenceResult
+from framewire.edge_agents.ledger.export import StoredRow
+from framewire.edge_agents.ledger.recording import Recorded
+from framewire.schemas import InferenceResult
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -154,10 +154,10 @@ def redact(url: str) -> str:
 def open_ledger(location: str | Path, *, password: str | None = None) -> Ledger:
     """The store of the ledger at `location` (a path or URL), to enter with `async with`."""
     if is_postgres(location):
-        from edge_agents.ledger.postgres import PostgresLedgerStore
+        from framewire.edge_agents.ledger.postgres import PostgresLedgerStore
 
         return PostgresLedgerStore(str(location), password=password)
-    from edge_agents.ledger.store import LedgerStore
+    from framewire.edge_agents.ledger.store import LedgerStore
 
     return LedgerStore(sqlite_path(location))
 
@@ -166,9 +166,9 @@ def open_reader(location: str | Path, *, password: str | None = None) -> LedgerV
     """Read-only access to the ledger at `location`; FileNotFoundError for a SQLite file that
     does not exist, LedgerUnavailable for a server that does not answer."""
     if is_postgres(location):
-        from edge_agents.ledger.postgres import PostgresLedgerReader
+        from framewire.edge_agents.ledger.postgres import PostgresLedgerReader
 
         return PostgresLedgerReader(str(location), password=password)
-    from edge_agents.ledger.store import LedgerReader
+    from framewire.edge_agents.ledger.store import LedgerReader
 
     return LedgerReader(sqlite_path(location))

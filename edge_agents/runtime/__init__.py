@@ -1,8 +1,8 @@
 """What every framewire agent shares: settings, connection, status, lifecycle, storage."""
 
-from edge_agents.runtime.agent import AgentRuntime
-from edge_agents.runtime.commands import CommandError
-from edge_agents.runtime.endpoints import (
+from framewire.edge_agents.runtime.agent import AgentRuntime
+from framewire.edge_agents.runtime.commands import CommandError
+from framewire.edge_agents.runtime.endpoints import (
     AgentSpec,
     Inbound,
     Lane,
@@ -11,11 +11,11 @@ from edge_agents.runtime.endpoints import (
     UndeclaredError,
     counter_family,
 )
-from edge_agents.runtime.lifecycle import run_main
-from edge_agents.runtime.logs import setup_logging
-from edge_agents.runtime.session import Backoff, ConfigurationError, NotConnectedError
-from edge_agents.runtime.settings import AgentSettings, BrokerAddress
-from edge_agents.runtime.sqlite import SqliteThread, open_sqlite, transaction
+from framewire.edge_agents.runtime.lifecycle import run_main
+from framewire.edge_agents.runtime.logs import setup_logging
+from framewire.edge_agents.runtime.session import Backoff, ConfigurationError, NotConnectedError
+from framewire.edge_agents.runtime.settings import AgentSettings, BrokerAddress
+from framewire.edge_agents.runtime.sqlite import SqliteThread, open_sqlite, transaction
 
 __all__ = [
     "AgentRuntime",

@@ -28,9 +28,14 @@ import aiomqtt
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from paho.mqtt.properties import Properties
 
-from edge_agents.runtime.commands import CommandHandler, CommandResult, CommandTable, Scalar
-from edge_agents.runtime.dispatch import Dispatcher, Handler, Route
-from edge_agents.runtime.endpoints import (
+from framewire.edge_agents.runtime.commands import (
+    CommandHandler,
+    CommandResult,
+    CommandTable,
+    Scalar,
+)
+from framewire.edge_agents.runtime.dispatch import Dispatcher, Handler, Route
+from framewire.edge_agents.runtime.endpoints import (
     CONTROL,
     RUNTIME,
     AgentSpec,
@@ -38,19 +43,24 @@ from edge_agents.runtime.endpoints import (
     Send,
     UndeclaredError,
 )
-from edge_agents.runtime.homeassistant import Announcer, Entity, state_sensor, status_sensor
-from edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
-from edge_agents.runtime.metrics import AgentMetrics
-from edge_agents.runtime.session import (
+from framewire.edge_agents.runtime.homeassistant import (
+    Announcer,
+    Entity,
+    state_sensor,
+    status_sensor,
+)
+from framewire.edge_agents.runtime.lifecycle import SignalStop, SystemdNotifier
+from framewire.edge_agents.runtime.metrics import AgentMetrics
+from framewire.edge_agents.runtime.session import (
     Backoff,
     ConfigurationError,
     NotConnectedError,
     Session,
     connect_problem,
 )
-from edge_agents.runtime.settings import AgentSettings
-from edge_agents.runtime.telemetry import Detail, State, Telemetry
-from schemas import (
+from framewire.edge_agents.runtime.settings import AgentSettings
+from framewire.edge_agents.runtime.telemetry import Detail, State, Telemetry
+from framewire.schemas import (
     AgentStatus,
     Availability,
     CommandRequest,
@@ -62,8 +72,8 @@ from schemas import (
     encode_json,
     utc_now,
 )
-from schemas.channels import AVAILABILITY, REQUESTS, STATUS, Channel
-from schemas.topics import ha_discovery_topic, ha_status_topic
+from framewire.schemas.channels import AVAILABILITY, REQUESTS, STATUS, Channel
+from framewire.schemas.topics import ha_discovery_topic, ha_status_topic
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_agents.runtime.metrics import (
+from framewire.edge_agents.runtime.metrics import (
     CAPTURE_TO_LEDGER_SECONDS,
     CONNECTED,
     DEAD_LETTERS,

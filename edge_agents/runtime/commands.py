@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from schemas import CommandRequest, CommandResponse
+from framewire.schemas import CommandRequest, CommandResponse
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agents.runtime.endpoints import Inbound, Lane
-from edge_agents.runtime.mqtt_adapter import acknowledge
-from schemas import ErrorKind, MessageError, TopicTree
-from schemas.channels import Channel, Cleared
+from framewire.edge_agents.runtime.endpoints import Inbound, Lane
+from framewire.edge_agents.runtime.mqtt_adapter import acknowledge
+from framewire.schemas import ErrorKind, MessageError, TopicTree
+from framewire.schemas.channels import Channel, Cleared
 
 logger = logging.getLogger(__name__)
 

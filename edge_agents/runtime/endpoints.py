@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 
 from paho.mqtt.properties import Properties
 
-from schemas import ErrorKind
-from schemas.channels import (
+from framewire.schemas import ErrorKind
+from framewire.schemas.channels import (
     AVAILABILITY,
     DEAD_LETTERS,
     REQUESTS,

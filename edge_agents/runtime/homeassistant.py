@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import aiomqtt
 
-from edge_agents.runtime.endpoints import Inbound
-from schemas import AgentStatus, TopicTree
-from schemas.topics import ha_discovery_topic
+from framewire.edge_agents.runtime.endpoints import Inbound
+from framewire.schemas import AgentStatus, TopicTree
+from framewire.schemas.topics import ha_discovery_topic
 
 if TYPE_CHECKING:
-    from edge_agents.runtime.agent import AgentRuntime
+    from framewire.edge_agents.runtime.agent import AgentRuntime
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import ErrorKind
+from framewire.schemas import ErrorKind
 
 
 class ImageShapeError(ValueError):

@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from edge_agents.runtime.memory import memory_ceiling, resident_bytes
+from framewire.edge_agents.runtime.memory import memory_ceiling, resident_bytes
 
 if TYPE_CHECKING:
-    from edge_agents.runtime.agent import AgentRuntime
+    from framewire.edge_agents.runtime.agent import AgentRuntime
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge_agents.runtime.endpoints import Inbound
-from schemas import AgentStatus, Availability, TopicTree
+from framewire.edge_agents.runtime.endpoints import Inbound
+from framewire.schemas import AgentStatus, Availability, TopicTree
 
 logger = logging.getLogger(__name__)
 

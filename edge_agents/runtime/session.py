@@ -15,11 +15,11 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agents.runtime.dispatch import Dispatcher
-from edge_agents.runtime.lifecycle import SystemdNotifier
-from edge_agents.runtime.mqtt_adapter import acknowledge_manually, disconnected, messages
-from edge_agents.runtime.settings import AgentSettings
-from schemas import Availability
+from framewire.edge_agents.runtime.dispatch import Dispatcher
+from framewire.edge_agents.runtime.lifecycle import SystemdNotifier
+from framewire.edge_agents.runtime.mqtt_adapter import acknowledge_manually, disconnected, messages
+from framewire.edge_agents.runtime.settings import AgentSettings
+from framewire.schemas import Availability
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from schemas import DEFAULT_PREFIX, check_identifier
-from schemas.topics import check_prefix
+from framewire.schemas import DEFAULT_PREFIX, check_identifier
+from framewire.schemas.topics import check_prefix
 
 CONFIG_ENV = "FRAMEWIRE_CONFIG"
 CREDENTIAL_NAME = "mqtt-password"

@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Literal
 
-from edge_agents.runtime.endpoints import AgentSpec, UndeclaredError
-from schemas import AgentStatus, utc_now
+from framewire.edge_agents.runtime.endpoints import AgentSpec, UndeclaredError
+from framewire.schemas import AgentStatus, utc_now
 
 State = Literal["starting", "running", "degraded", "draining"]
 Detail = str | int | float | bool | None

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference_agent.cards.names import clean_name
-from inference_agent.cards.names import normalise as normalise
-from inference_agent.cards.numbers import CardNumber, parse_number
+from framewire.inference_agent.cards.names import clean_name
+from framewire.inference_agent.cards.names import normalise as normalise
+from framewire.inference_agent.cards.numbers import CardNumber, parse_number
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from inference_agent.cards.catalog import REQUIRED, CatalogError
-from inference_agent.cards.json_stream import JsonStreamError, iter_records
+from framewire.inference_agent.cards.catalog import REQUIRED, CatalogError
+from framewire.inference_agent.cards.json_stream import JsonStreamError, iter_records
 
 
 class SourceFormat(StrEnum):

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference_agent.cards.catalog import REQUIRED, printing_key
-from inference_agent.cards.catalog_formats import (
+from framewire.inference_agent.cards.catalog import REQUIRED, printing_key
+from framewire.inference_agent.cards.catalog_formats import (
     CatalogImportError,
     Item,
     Skip,
@@ -24,8 +24,8 @@ from inference_agent.cards.catalog_formats import (
     open_source,
     price_text,
 )
-from inference_agent.cards.names import clean_name
-from inference_agent.cards.numbers import MAX_NUMBER_CHARS, number_shape, parse_number
+from framewire.inference_agent.cards.names import clean_name
+from framewire.inference_agent.cards.numbers import MAX_NUMBER_CHARS, number_shape, parse_number
 
 MAX_NAME_CHARS = 200
 EXAMPLES = 5  # skipped rows kept per reason, to show; the rest are counted

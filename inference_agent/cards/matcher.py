@@ -18,10 +18,10 @@ from typing import Literal
 import numpy as np
 from rapidfuzz import fuzz, process
 
-from inference_agent.cards.catalog import Catalog, CatalogCard
-from inference_agent.cards.names import normalise
-from inference_agent.cards.numbers import Fit, NumberReading, fit, read_number
-from inference_agent.cards.review import review_reason, unknown_reason
+from framewire.inference_agent.cards.catalog import Catalog, CatalogCard
+from framewire.inference_agent.cards.names import normalise
+from framewire.inference_agent.cards.numbers import Fit, NumberReading, fit, read_number
+from framewire.inference_agent.cards.review import review_reason, unknown_reason
 
 _HP = re.compile(r"(?:HP\s*([0-9]{2,3}))|(?:([0-9]{2,3})\s*HP)", re.IGNORECASE)
 _SLASH = re.compile(r"\s*/\s*")

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from inference_agent.cards.layout import (
+from framewire.inference_agent.cards.layout import (
     CARD_BANDS,
     Band,
     Box,
@@ -44,9 +44,9 @@ from inference_agent.cards.layout import (
     reading_order,
     transform,
 )
-from inference_agent.cards.matcher import OcrLine
-from inference_agent.cards.rectify import CardOutline, find_card
-from inference_agent.models import ModelRegistry
+from framewire.inference_agent.cards.matcher import OcrLine
+from framewire.inference_agent.cards.rectify import CardOutline, find_card
+from framewire.inference_agent.models import ModelRegistry
 
 logger = logging.getLogger(__name__)
 

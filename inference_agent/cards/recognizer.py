@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from inference_agent.cards.catalog import CatalogSource
-from inference_agent.cards.matcher import CardMatcher, Match
-from inference_agent.cards.ocr import CardOcr
-from inference_agent.stages import FrameWork
-from schemas import CardCandidate, CardRecognition
+from framewire.inference_agent.cards.catalog import CatalogSource
+from framewire.inference_agent.cards.matcher import CardMatcher, Match
+from framewire.inference_agent.cards.ocr import CardOcr
+from framewire.inference_agent.stages import FrameWork
+from framewire.schemas import CardCandidate, CardRecognition
 
 
 def to_recognition(match: Match, ocr_text: list[str]) -> CardRecognition:

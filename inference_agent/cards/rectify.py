@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from inference_agent.cards import edges
-from inference_agent.cards.edges import Line
+from framewire.inference_agent.cards import edges
+from framewire.inference_agent.cards.edges import Line
 
 WORK_SIDE = 400  # the outline is looked for on a copy this many pixels on its long side
 MIN_AREA = 0.06  # a card smaller than this share of the photo is not looked for

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from inference_agent.cards.catalog import Catalog, CatalogCard
-from inference_agent.cards.numbers import Fit
+from framewire.inference_agent.cards.catalog import Catalog, CatalogCard
+from framewire.inference_agent.cards.numbers import Fit
 
 if TYPE_CHECKING:
-    from inference_agent.cards.matcher import Candidate
+    from framewire.inference_agent.cards.matcher import Candidate
 
 _LISTED = 3  # printings named in a reason; the rest are counted
 _COUNTS = {2: "two", 3: "three"}

@@ -1,13 +1,13 @@
 """Models: manifests with checksums, backends (onnxruntime, MLX), a swappable registry."""
 
-from inference_agent.models.backends import BackendName, BackendOptions, choose_backend
-from inference_agent.models.manifest import (
+from framewire.inference_agent.models.backends import BackendName, BackendOptions, choose_backend
+from framewire.inference_agent.models.manifest import (
     ModelError,
     ModelManifest,
     default_manifest_path,
     load_manifests,
 )
-from inference_agent.models.registry import LoadedModel, ModelRegistry, load_model
+from framewire.inference_agent.models.registry import LoadedModel, ModelRegistry, load_model
 
 __all__ = [
     "BackendName",

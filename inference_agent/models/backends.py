@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from inference_agent.models.manifest import ModelError, ModelManifest
+from framewire.inference_agent.models.manifest import ModelError, ModelManifest
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class OnnxSession:
 def open_session(manifest: ModelManifest, model: bytes, options: BackendOptions) -> OpenedSession:
     backend = choose_backend(options.backend, prefer_mlx=options.auto_prefers_mlx)
     if backend == "mlx":
-        from inference_agent.models.mlx_graph import MlxSession, unsupported
+        from framewire.inference_agent.models.mlx_graph import MlxSession, unsupported
 
         missing = unsupported(model) if options.backend == "auto" else []
         if not missing:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas import check_identifier
+from framewire.schemas import check_identifier
 
 
 class ModelError(RuntimeError):
@@ -82,4 +82,4 @@ def load_manifests(path: Path) -> dict[str, ModelManifest]:
 
 
 def default_manifest_path() -> Path:
-    return Path(str(resources.files("inference_agent.models") / "ocr.toml"))
+    return Path(str(resources.files("framewire.inference_agent.models") / "ocr.toml"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_agent.models.manifest import ModelError, ModelManifest
+from framewire.inference_agent.models.manifest import ModelError, ModelManifest
 
 Value = Any  # np.ndarray (constants, shapes) or mx.array
 Attrs = dict[str, Any]

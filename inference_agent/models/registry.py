@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference_agent.models.backends import BackendOptions, Session, open_session
-from inference_agent.models.manifest import ModelError, ModelManifest
+from framewire.inference_agent.models.backends import BackendOptions, Session, open_session
+from framewire.inference_agent.models.manifest import ModelError, ModelManifest
 
 logger = logging.getLogger(__name__)
 
