@@ -16,16 +16,17 @@ from typing import Protocol
 from PIL import Image
 
 from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
-from framewire.schemas import CardRecognition, ErrorKind, FrameMeta, ImageFacts, Thumbnail
+from framewire.schemas import (
+    CardRecognition,
+    ErrorKind,
+    FrameMeta,
+    ImageFacts,
+    MessageError,
+    Thumbnail,
+)
 
-
-class StageError(Exception):
-    """A stage refused the frame; `kind` says how, `reason` says why."""
-
-    def __init__(self, kind: ErrorKind, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
+# A stage refused the frame; `kind` says how, `reason` says why.
+StageError = MessageError
 
 
 @dataclass

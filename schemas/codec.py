@@ -24,7 +24,11 @@ class PropertyRefusedError(ValueError):
 
 
 class MessageError(ValueError):
-    """A payload that is not a valid message; `kind` says which way it is wrong."""
+    """Input framewire refuses: a message, a file, a frame, an image. `kind` says which way
+    it is wrong, `reason` why, for the person who reads the dead letter or the quarantine
+    row. The one rejection exception: capture's FrameRejectedError, the pipeline's
+    StageError and the image-shape check's ImageShapeError are this class, under the name
+    their callers know it by, so one `except` catches every refusal."""
 
     def __init__(self, kind: ErrorKind, reason: str) -> None:
         super().__init__(reason)

@@ -251,3 +251,14 @@ def test_agents_outlast_a_long_outage_and_say_online_again(pipeline: Pipeline) -
         wait_until(lambda: len(ledger_rows(p.ledger_db)) == 1, timeout=120, what="ledgered")
     for agent in p.agents.values():
         assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_there_is_one_rejection_exception() -> None:
+    """A file, a frame, an image shape and a message are refused the same way: one class,
+    so one `except` in the error boundaries catches every refusal with its kind."""
+    from framewire.edge_agents.capture.inspect import FrameRejectedError
+    from framewire.edge_agents.runtime.images import ImageShapeError
+    from framewire.inference_agent.stages import StageError
+    from framewire.schemas import MessageError
+
+    assert FrameRejectedError is StageError is ImageShapeError is MessageError

@@ -13,18 +13,13 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
-from framewire.schemas import ErrorKind
+from framewire.schemas import ErrorKind, MessageError
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-class FrameRejectedError(Exception):
-    """A file that cannot be a frame; `reason` is written for the person who reads it."""
-
-    def __init__(self, kind: ErrorKind, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
+# A file that cannot be a frame; `reason` is written for the person who reads it.
+FrameRejectedError = MessageError
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from framewire.schemas import ErrorKind
+from framewire.schemas import ErrorKind, MessageError
 
-
-class ImageShapeError(ValueError):
-    """An image whose declared size no stage may decode; `reason` names the limit."""
-
-    def __init__(self, kind: ErrorKind, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
+# An image whose declared size no stage may decode; `reason` names the limit.
+ImageShapeError = MessageError
 
 
 @dataclass(frozen=True)
