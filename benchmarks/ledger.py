@@ -28,7 +28,14 @@ from pathlib import Path
 
 from framewire.edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
 from framewire.edge_agents.ledger.store import LedgerStore
-from framewire.schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
+from framewire.schemas import (
+    CardRecognition,
+    FrameAnnouncement,
+    InferenceResult,
+    new_frame_id,
+    utc_now,
+)
+from framewire.schemas.names import escape_name
 
 T0 = utc_now() - timedelta(days=365)
 CARDS = 500  # catalog cards the identified pre-fill rows are spread over
@@ -63,11 +70,27 @@ def _result(rng: random.Random, seconds: float, *, identified: bool) -> Inferenc
     )
 
 
+def _announcement(r: InferenceResult) -> FrameAnnouncement:
+    """What the result's station announced before it sent the frame (so the result is
+    inventory, as in the field, not a suspect row)."""
+    return FrameAnnouncement(
+        frame_id=r.frame_id,
+        station=r.station,
+        seq=0,
+        sha256=r.sha256,
+        size=1,
+        captured_at=r.captured_at,
+        source_name=escape_name(r.source_name),
+    )
+
+
 async def _insert_batches(path: Path, results: Sequence[InferenceResult], batch: int) -> float:
+    """Each batch: its results' announcements, which reach the ledger first, then them."""
     async with LedgerStore(path) as store:
         start = time.perf_counter()
         for i in range(0, len(results), batch):
-            await store.record_many(results[i : i + batch])
+            chunk = results[i : i + batch]
+            await store.write_many([*(_announcement(r) for r in chunk), *chunk])
         return time.perf_counter() - start
 
 
@@ -132,6 +155,7 @@ async def _create(path: Path) -> None:
 
 async def _probe(path: Path, results: Sequence[InferenceResult]) -> tuple[float, float]:
     async with LedgerStore(path) as store:
+        await store.announce_many([_announcement(r) for r in results])
         await store.record(results[0])  # warm: the first insert pages the indexes in
         cpu, wall = time.process_time(), time.perf_counter()
         for r in results[1:]:

@@ -3,7 +3,7 @@
 The site broker runs the station's capture agent; inference and the ledger are central.
 Mosquitto's bridge carries, with the prefix unchanged on both sides:
 
-    out  <prefix>/frames/<station>                      QoS 1
+    out  <prefix>/announce/<station>, frames/<station>  QoS 1
     out  the station's agents' availability, status,     QoS 0, retained: Mosquitto sends
          thumbnail, Home Assistant device                the current values on every reconnect
     out  the station's agents' dead letters, responses  QoS 1
@@ -79,6 +79,7 @@ def station_topics(t: TopicTree, ha_prefix: str, station: str) -> list[BridgeTop
     """The station's topics that are not its agents' own: the bridge's `topic` lines, and
     the bridge user's ACL on the central broker (out = write, in = read)."""
     return [
+        BridgeTopic(t.announcements(station), out=True, qos=1),  # before each frame
         BridgeTopic(t.frames(station), out=True, qos=1),
         BridgeTopic(f"{t.prefix}/responses/+", out=True, qos=1),  # answers to requests
         BridgeTopic(t.results(station), out=False, qos=1),

@@ -37,7 +37,7 @@ from framewire.broker_config.bridge import (
 from framewire.broker_config.identity_plugin import plugin_path
 from framewire.edge_agents.runtime.homeassistant import discovery_topic
 from framewire.schemas import check_identifier
-from framewire.schemas.channels import ACKS, REQUESTS, RESPONSES
+from framewire.schemas.channels import ACKS, ANNOUNCEMENTS, REQUESTS, RESPONSES
 from framewire.schemas.topics import TopicTree, check_prefix, ha_status_topic
 
 AGENT_ROLES = ("capture", "inference", "ledger")
@@ -210,6 +210,9 @@ def render_acl(plan: BrokerPlan) -> str:
         if acc.role == "capture":
             assert acc.station is not None
             lines += [
+                # its frames, each announced first: only this user vouches for the station's
+                # frames (its import agent, `import-<station>`, logs in as this user too)
+                f"topic write {t.announcements(acc.station)}",
                 f"topic write {t.frames(acc.station)}",
                 f"topic read {t.acks(acc.station)}",
                 f"topic read {t.results(acc.station)}",
@@ -224,8 +227,13 @@ def render_acl(plan: BrokerPlan) -> str:
             ]
         elif acc.role == "ledger":
             # results: it stores every one, and may publish one again (the replay command);
-            # acknowledgements: no other user may write one
-            lines += [f"topic readwrite {t.all_results()}", f"topic write {ACKS.filter(t)}"]
+            # acknowledgements: no other user may write one; announcements: what makes a
+            # result inventory
+            lines += [
+                f"topic readwrite {t.all_results()}",
+                f"topic write {ACKS.filter(t)}",
+                f"topic read {ANNOUNCEMENTS.filter(t)}",
+            ]
         elif acc.role == "bridge":  # a site broker: its station's traffic (bridge.py)
             assert acc.station is not None
             topics = station_topics(t, plan.ha_prefix, acc.station)

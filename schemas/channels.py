@@ -133,6 +133,14 @@ _DECODERS: dict[str, Callable[[bytes, Properties | None], Any]] = {
 FRAMES = Channel(
     "frames", "Frame", "station", TopicTree.frames, "Frames of one station.", "station"
 )
+ANNOUNCEMENTS = Channel(
+    "announce",
+    "FrameAnnouncement",
+    "station",
+    TopicTree.announcements,
+    "Frames one station vouches for, announced before they are sent.",
+    "station",
+)
 RESULTS = Channel(
     "results",
     "InferenceResult",
@@ -175,6 +183,7 @@ RESPONSES = Channel(
 
 CHANNELS: tuple[Channel, ...] = (
     FRAMES,
+    ANNOUNCEMENTS,
     RESULTS,
     ACKS,
     AVAILABILITY,

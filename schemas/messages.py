@@ -75,6 +75,21 @@ class FrameMeta(Message):
     attempt: int = Field(default=1, ge=1, description="1 on first publication, more on resend.")
 
 
+class FrameAnnouncement(Message):
+    """Published by the capture station before it first publishes a frame, straight to the
+    ledger: only the station's own broker user may write it, so a result counts as
+    inventory only for a frame its station vouched for (same id, station and sha256)."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    frame_id: FrameId = Field(description="The frame's id, as its FrameMeta carries it.")
+    station: StationId = Field(description="Capture station that took the frame.")
+    seq: int = Field(ge=0, description="Per-station sequence number, in order of capture.")
+    sha256: Sha256Hex = Field(description="SHA-256 of the frame's bytes.")
+    size: int = Field(ge=1, description="The frame's size in bytes.")
+    captured_at: AwareDatetime = Field(description="When the camera wrote the file (its mtime).")
+    source_name: EscapedSourceName
+
+
 class ImageFacts(Message):
     format: str = Field(description="Image format as decoded (JPEG, PNG, WEBP).")
     width: int = Field(ge=1)
@@ -256,6 +271,7 @@ class CommandResponse(Message):
 
 #: Every JSON message model, by the name used in generated documents.
 JSON_MESSAGES: dict[str, type[Message]] = {
+    "FrameAnnouncement": FrameAnnouncement,
     "InferenceResult": InferenceResult,
     "LedgerAck": LedgerAck,
     "AgentStatus": AgentStatus,

@@ -1,6 +1,7 @@
 """The topic tree, defined once.
 
     <prefix>/frames/<station>                 image bytes, metadata in MQTT 5 user properties
+    <prefix>/announce/<station>               FrameAnnouncement (JSON), before a frame is sent
     <prefix>/results/<station>                InferenceResult (JSON)
     <prefix>/acks/<station>                   LedgerAck (JSON), once a result is committed
     <prefix>/agents/<agent>/availability      "online" / "offline", retained, Last Will
@@ -53,6 +54,13 @@ class TopicTree:
     def shared_frames(self, group: str) -> str:
         """MQTT 5 shared subscription: each frame goes to one member of `group`."""
         return f"$share/{check_identifier(group, 'share group')}/{self.all_frames()}"
+
+    def announcements(self, station: str) -> str:
+        """Where a station vouches for its frames, for the ledger (only its user may write)."""
+        return f"{self.prefix}/announce/{check_identifier(station, 'station id')}"
+
+    def all_announcements(self) -> str:
+        return f"{self.prefix}/announce/+"
 
     # --- results and acknowledgements -------------------------------------------------
     def results(self, station: str) -> str:

@@ -195,6 +195,29 @@ def test_only_the_ledger_user_acknowledges(broker: Broker) -> None:
         assert [m.payload for m in capture.on(t.acks(STATION))] == [b"real"]
 
 
+def test_only_a_station_s_own_user_announces_its_frames(broker: Broker) -> None:
+    """An announcement is what makes a result inventory: no other station, no inference
+    agent, no watcher may forge one; only the ledger (and the observer) read them."""
+    t = TopicTree(broker.prefix)
+    topic = t.announcements(STATION)
+    with (
+        login(broker, "ledger", t.all_announcements()) as ledger,
+        login(broker, "inference", t.all_announcements()) as inference_reader,
+    ):
+        others = ["capture-import", "inference", "observer", "operator", "homeassistant"]
+        for user in others:
+            with login(broker, user) as forger:
+                forger.publish(topic, f"forged by {user}".encode())
+        with Recorder(broker.port) as anonymous:
+            anonymous.publish(topic, b"forged anonymously")
+        with login(broker, USERS["capture"]) as station:
+            station.publish(topic, b"real")
+        wait_until(lambda: ledger.on(topic), what="the station's announcement")
+        time.sleep(0.3)
+        assert [m.payload for m in ledger.on(topic)] == [b"real"]
+        assert inference_reader.on(topic) == []
+
+
 def request_props(reply_to: str, correlation: bytes) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.ResponseTopic = reply_to

@@ -20,7 +20,7 @@ from framewire.edge_agents.ledger.stores import open_ledger, open_reader
 from framewire.schemas import InferenceResult
 from tests.conftest import wait_until
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
-from tests.test_ledger_store import flip, result, unrelated
+from tests.test_ledger_store import Announcing, flip, result, unrelated
 
 # a batch that stops at one row and waits: the process is killed while it waits
 NAP = """
@@ -49,7 +49,7 @@ def migrate(*args: str) -> subprocess.Popen[str]:
 
 
 async def record(db: Path, *batches: list[InferenceResult]) -> None:
-    async with LedgerStore(db) as store:
+    async with Announcing(LedgerStore(db)) as store:
         for batch in batches:
             await store.record_many(batch)
 

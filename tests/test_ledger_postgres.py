@@ -21,7 +21,7 @@ from framewire.edge_agents.ledger.stores import (
     open_reader,
 )
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
-from tests.test_ledger_store import flip, result, unrelated
+from tests.test_ledger_store import Announcing, flip, result, unrelated
 
 # The server's "no space left on device", raised by a trigger on one row of a batch
 FULL_DISK = """
@@ -40,7 +40,7 @@ async def test_a_batch_the_server_cannot_store_leaves_nothing_behind(
     url = postgres.new_database()
     rng = random.Random(6)
     batch = unrelated(rng, 60, after=100)  # the 31st is 130.jpg
-    async with open_ledger(url) as store:
+    async with Announcing(open_ledger(url)) as store:
         await store.record(result(0, "a"))
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(FULL_DISK)
@@ -61,7 +61,7 @@ async def test_a_batch_the_server_cannot_store_leaves_nothing_behind(
 async def test_a_lost_connection_is_opened_again(postgres: PostgresServer) -> None:
     url = postgres.new_database()
     first, second = result(0, "a"), result(1, "b")
-    async with open_ledger(url) as store:
+    async with Announcing(open_ledger(url)) as store:
         await store.record(first)
         with psycopg.connect(url, autocommit=True) as admin:
             ended = admin.execute(
@@ -124,7 +124,7 @@ async def test_a_write_that_waited_for_the_lock_sees_what_the_holder_committed(
             "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation"
             " = ''repeatable read''', current_database()); END $$"
         )
-    async with open_ledger(url) as store:
+    async with Announcing(open_ledger(url)) as store:
         with psycopg.connect(url) as holder:  # a transaction, holding the write lock
             holder.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             waiting = asyncio.create_task(store.record(late))

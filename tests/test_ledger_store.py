@@ -8,18 +8,27 @@ from __future__ import annotations
 import itertools
 import random
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from framewire.edge_agents.ledger import lookalike
 from framewire.edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
-from framewire.edge_agents.ledger.store import LedgerStore
+from framewire.edge_agents.ledger.recording import Recorded
+from framewire.edge_agents.ledger.store import SCHEMA_VERSION, LedgerStore
 from framewire.edge_agents.ledger.stores import Ledger, open_ledger, open_reader
-from framewire.schemas import CardRecognition, InferenceResult, new_frame_id, utc_now
+from framewire.schemas import (
+    CardRecognition,
+    FrameAnnouncement,
+    InferenceResult,
+    new_frame_id,
+    utc_now,
+)
 from tests.postgres import PostgresServer, postgres_server  # noqa: F401 - the fixture `postgres`
 
 T0 = utc_now()
@@ -65,6 +74,46 @@ def unrelated(rng: random.Random, n: int, after: float) -> list[InferenceResult]
     ]
 
 
+def announcement(r: InferenceResult, **changes: Any) -> FrameAnnouncement:
+    """What the station of `r` announced before it sent the frame (with `changes`)."""
+    fields: dict[str, Any] = {
+        "frame_id": r.frame_id,
+        "station": r.station,
+        "seq": 0,
+        "sha256": r.sha256,
+        "size": 1,
+        "captured_at": r.captured_at,
+        "source_name": r.source_name,
+    }
+    return FrameAnnouncement.model_validate({**fields, **changes})
+
+
+class Announcing:
+    """A ledger whose every result its station announced first, as capture stations do: the
+    inventory, for the tests of re-captures (the forwarded rest is the ledger's own)."""
+
+    def __init__(self, store: Ledger) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> Announcing:
+        await self.store.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.__aexit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def record(self, r: InferenceResult) -> Recorded:
+        (recorded,) = await self.record_many([r])
+        return recorded
+
+    async def record_many(self, results: Sequence[InferenceResult]) -> list[Recorded]:
+        written = await self.store.write_many([*map(announcement, results), *results])
+        return [w for w in written if isinstance(w, Recorded)]
+
+
 @dataclass
 class Backend:
     """Where a test's ledger is: a SQLite file or a PostgreSQL database of its own."""
@@ -72,7 +121,11 @@ class Backend:
     name: str
     location: str | Path
 
-    def open(self) -> Ledger:
+    def open(self) -> Announcing:
+        return Announcing(open_ledger(self.location))
+
+    def ledger(self) -> Ledger:
+        """The ledger itself: results count only when announced."""
         return open_ledger(self.location)
 
     def duplicates(self) -> dict[str, str | None]:
@@ -183,16 +236,16 @@ async def test_a_version_2_ledger_gains_integer_hashes_and_keeps_its_look_alikes
 ) -> None:
     db = tmp_path / "ledger.sqlite3"
     old = result(0, "a", "ffff0000ffff0000")  # the top bit set: a negative 64-bit integer
-    async with LedgerStore(db) as store:
+    async with Announcing(LedgerStore(db)) as store:
         await store.record(old)
     conn = sqlite3.connect(db)
-    conn.execute("DROP INDEX results_phash")
+    conn.execute("DROP INDEX results_trusted_phash")
     conn.execute("ALTER TABLE results DROP COLUMN phash_int")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
     again = result(5, "b", "ffff0000ffff0003")
-    async with LedgerStore(db) as store:
+    async with Announcing(LedgerStore(db)) as store:
         recorded = await store.record(again)
     assert recorded.duplicate_of == old.frame_id
     conn = sqlite3.connect(db)
@@ -200,7 +253,7 @@ async def test_a_version_2_ledger_gains_integer_hashes_and_keeps_its_look_alikes
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
     assert stored == {h: int(h, 16) - (1 << 64) for h in ("ffff0000ffff0000", "ffff0000ffff0003")}
-    assert version == 3
+    assert version == SCHEMA_VERSION
 
 
 async def test_record_many_answers_each_result_in_order(backend: Backend) -> None:
@@ -229,7 +282,7 @@ async def test_a_batch_that_does_not_fit_on_the_disk_leaves_nothing_behind(
         result(100 + i, f"{rng.getrandbits(256):064x}", f"{rng.getrandbits(64):016x}", f"Mew {i}")
         for i in range(10)
     ]
-    async with LedgerStore(db) as store:
+    async with Announcing(LedgerStore(db)) as store:
         await store.record(result(0, "a"))
         # SQLite's max_page_count on the store's own connection stands in for a full disk
         pages = await store._db.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
@@ -332,3 +385,147 @@ def test_a_ledger_is_chosen_by_its_url(tmp_path: Path) -> None:
     assert LedgerSettings(data_dir=tmp_path).ledger_url == tmp_path / "ledger.sqlite3"
     with pytest.raises(ValueError, match="database_password_file"):
         LedgerSettings(database_url="postgresql://u:secret@h/db")
+
+
+# --- trust: only what a station announced is inventory -------------------------------------
+async def test_a_result_no_station_announced_is_suspect_and_never_inventory(
+    backend: Backend,
+) -> None:
+    phash = "0123456789abcdef"
+    forged = result(0, "a", phash, card="Charizard")
+    genuine = result(5, "a", phash, card="Charizard")  # the same bytes, captured later
+    async with backend.ledger() as store:
+        recorded = await store.record(forged)
+        assert recorded.inserted
+        assert recorded.suspect == f"no station announced frame {forged.frame_id}"
+        assert await store.totals() == (0, 0)
+        assert await store.suspects() == 1
+        # the genuine frame is no re-capture of the forged one, which came "earlier"
+        (announced,) = await store.announce_many([announcement(genuine)])
+        assert announced.new and announced.trusted is None
+        trusted = await store.record(genuine)
+        assert trusted.suspect is None and trusted.duplicate_of is None
+        assert await store.totals() == (1, 0)
+        # a resend of the forgery is answered as stored, still suspect
+        again = await store.record(forged)
+        assert not again.inserted and again.suspect == recorded.suspect
+    assert backend.duplicates() == {forged.frame_id: None, genuine.frame_id: None}
+    with open_reader(backend.location) as reader:
+        shown = reader.get(forged.frame_id)
+        flags = {row["frame_id"]: (row["suspect"], row["suspect_reason"]) for row in reader.rows()}
+    assert shown is not None and shown["suspect"] is True
+    assert shown["suspect_reason"] == recorded.suspect
+    assert flags == {forged.frame_id: (1, recorded.suspect), genuine.frame_id: (0, None)}
+
+
+async def test_a_result_whose_sha256_differs_from_the_announcement_is_suspect(
+    backend: Backend,
+) -> None:
+    frame = result(0, "a")
+    forged = frame.model_copy(update={"sha256": "b" * 64})
+    async with backend.ledger() as store:
+        await store.announce_many([announcement(frame)])
+        recorded = await store.record(forged)
+        assert recorded.suspect == (
+            f"sha256 differs from what station s announced for frame {frame.frame_id}"
+        )
+        other_station = frame.model_copy(update={"station": "t"})
+        assert (await store.record(other_station)).inserted is False  # the row is taken
+        assert await store.totals() == (0, 0)
+        # the genuine result takes the forgery's place, as inventory
+        genuine = await store.record(frame)
+        assert genuine.inserted and genuine.suspect is None
+        assert genuine.replaced_suspect == recorded.suspect
+        assert await store.totals() == (1, 0)
+        assert await store.suspects() == 0
+        stored = await store.result(frame.frame_id)
+    assert stored is not None and stored.sha256 == frame.sha256
+
+
+async def test_a_result_that_arrives_before_its_announcement_ends_trusted(
+    backend: Backend,
+) -> None:
+    """The announcement goes straight to the ledger, the frame through inference: either
+    may arrive first."""
+    phash = "00ff00ff00ff00ff"
+    early = result(0, "a", phash)
+    late = result(9, "b", flip(phash, 2))  # a look-alike re-capture of `early`
+    async with backend.ledger() as store:
+        await store.write_many([announcement(late), late])  # in order: trusted
+        first = await store.record(early)  # its announcement is still on its way
+        assert first.suspect is not None and await store.totals() == (1, 0)
+        assert backend.duplicates()[late.frame_id] is None  # nothing links to a suspect row
+        (announced,) = await store.announce_many([announcement(early)])
+        assert announced.trusted == early.frame_id and announced.duplicate_of is None
+        assert await store.totals() == (2, 1)
+        assert await store.suspects() == 0
+        # a resend's announcement, and a resend's result, change nothing
+        (again,) = await store.announce_many([announcement(early)])
+        assert not again.new and again.trusted is None
+        assert not (await store.record(early)).inserted
+    assert backend.duplicates() == {early.frame_id: None, late.frame_id: early.frame_id}
+
+
+async def test_an_announcement_that_does_not_match_leaves_the_row_suspect(
+    backend: Backend,
+) -> None:
+    frame = result(0, "a")
+    async with backend.ledger() as store:
+        await store.record(frame)
+        (announced,) = await store.announce_many([announcement(frame, sha256="c" * 64)])
+        assert announced.trusted is None
+        reason = f"sha256 differs from what station s announced for frame {frame.frame_id}"
+        assert announced.conflict == reason
+        assert await store.totals() == (0, 0)
+    with open_reader(backend.location) as reader:
+        shown = reader.get(frame.frame_id)
+    assert shown is not None and shown["suspect"] and shown["suspect_reason"] == reason
+
+
+async def test_rows_of_a_version_3_ledger_stay_inventory(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.sqlite3"
+    old = result(0, "a", "ffff0000ffff0000")
+    async with Announcing(LedgerStore(db)) as store:
+        await store.record(old)
+    conn = sqlite3.connect(db)
+    conn.execute("DROP INDEX results_trusted_phash")
+    conn.execute("DROP TABLE announced")
+    conn.execute("ALTER TABLE results DROP COLUMN suspect")
+    conn.execute("ALTER TABLE results DROP COLUMN suspect_reason")
+    conn.execute(
+        "CREATE INDEX results_phash ON results (frame_id, phash_int, captured_at, card_status,"
+        " set_name, card_number, card_name) WHERE phash_int IS NOT NULL"
+    )
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    again = result(5, "b", "ffff0000ffff0003")
+    async with Announcing(LedgerStore(db)) as store:
+        assert await store.totals() == (1, 0)
+        assert (await store.record(again)).duplicate_of == old.frame_id
+    with open_reader(db) as reader:
+        assert {row["frame_id"]: row["suspect"] for row in reader.rows()} == {
+            old.frame_id: 0,
+            again.frame_id: 0,
+        }
+
+
+async def test_rows_of_a_version_1_postgresql_ledger_stay_inventory(
+    postgres: PostgresServer,
+) -> None:
+    import psycopg
+
+    url = postgres.new_database()
+    old = result(0, "a", "ffff0000ffff0000")
+    async with Announcing(open_ledger(url)) as store:
+        await store.record(old)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE announced")
+        conn.execute("ALTER TABLE results DROP COLUMN suspect, DROP COLUMN suspect_reason")
+        conn.execute("UPDATE ledger_schema SET version = 1")
+    again = result(5, "b", "ffff0000ffff0003")
+    async with Announcing(open_ledger(url)) as store:
+        assert await store.totals() == (1, 0)
+        assert (await store.record(again)).duplicate_of == old.frame_id
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT max(version) FROM ledger_schema").fetchone() == (2,)

@@ -321,6 +321,9 @@ def test_ledger_cli_exports_and_shows_rows(pipeline: Pipeline, tmp_path: Path) -
 
 
 def test_a_result_for_a_frame_nobody_sent_is_dead_lettered(pipeline: Pipeline) -> None:
+    """...and is no inventory: the ledger keeps it as suspect, out of its counts, while the
+    frames the station announced are inventory; a forged result for a real frame, with
+    other bytes, is suspect too."""
     p = pipeline
     t = TopicTree(p.broker.prefix)
     with observer(p) as rec:
@@ -357,6 +360,103 @@ def test_a_result_for_a_frame_nobody_sent_is_dead_lettered(pipeline: Pipeline) -
             lambda: any(r["source_name"] == "real.jpg" for r in ledger_rows(p.ledger_db)),
             what="a real frame after the forged result",
         )
+        (real,) = [r for r in ledger_rows(p.ledger_db) if r["source_name"] == "real.jpg"]
+        # a result for the real frame, with other bytes: the announcement says otherwise
+        # (ledgered after the genuine one here, so the ledger keeps its row as it is; a
+        # second frame, whose forgery comes before its genuine result, shows the rest)
+        ghosted = forged.model_copy(update={"frame_id": new_frame_id(), "sha256": "2" * 64})
+        with Recorder(
+            p.broker.port, username="inference", password=p.broker.password("inference")
+        ) as inference_user:
+            inference_user.publish(
+                t.results(STATION),
+                forged.model_copy(update={"frame_id": real["frame_id"]}).model_dump_json(),
+            )
+            inference_user.publish(t.results(STATION), ghosted.model_dump_json())
+        wait_until(
+            lambda: any(r["frame_id"] == ghosted.frame_id for r in ledger_rows(p.ledger_db)),
+            what="the second forgery stored",
+        )
+        rows = {r["frame_id"]: r for r in ledger_rows(p.ledger_db)}
+        assert (rows[forged.frame_id]["suspect"], rows[real["frame_id"]]["suspect"]) == (1, 0)
+        assert rows[forged.frame_id]["suspect_reason"] == (
+            f"no station announced frame {forged.frame_id}"
+        )
+        assert rows[real["frame_id"]]["sha256"] == real["sha256"]  # the genuine one stays
+
+        def ledger_status() -> AgentStatus:
+            return decode_json(AgentStatus, rec.on(t.status(USERS["ledger"]))[-1].payload)
+
+        wait_until(
+            lambda: ledger_status().counters.get("results.suspect") == 2,
+            what="two suspect results counted",
+        )
+        counters = ledger_status().counters
+        assert counters.get("results.ledgered") == 1  # the inventory: the real frame only
+    cli = [sys.executable, "-m", "framewire", "ledger"]
+    shown = subprocess.run(
+        [*cli, "show", forged.frame_id, "--db", str(p.ledger_db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(shown.stdout)["suspect"] is True
+    exported = subprocess.run(
+        [*cli, "export", "--db", str(p.ledger_db), "-f", "csv"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    header, *lines = exported.stdout.splitlines()
+    assert "suspect" in header.split(",") and len(lines) == 3
+
+
+def test_a_result_forged_for_a_real_frame_with_other_bytes_is_suspect(
+    pipeline: Pipeline,
+) -> None:
+    """The forgery reaches the ledger before the genuine result (no inference agent is
+    running yet, and the frame found no taker): it is kept as suspect and not acknowledged,
+    so the station resends the frame and the genuine result takes the forgery's place."""
+    p = pipeline
+    t = TopicTree(p.broker.prefix)
+    p.agents["capture"].env.update(FRAMEWIRE_WAIT_FOR_INFERENCE="false", FRAMEWIRE_ACK_TIMEOUT="1")
+    with observer(p) as rec:
+        p.start("ledger", "capture")
+        wait_online(rec, p, USERS["ledger"], USERS["capture"])
+        (p.captures / "real.jpg").write_bytes(jpeg_bytes(4))
+        wait_until(lambda: rec.on(t.announcements(STATION)), what="the announcement")
+        announced = json.loads(rec.on(t.announcements(STATION))[0].payload)
+        forged = InferenceResult(
+            frame_id=announced["frame_id"],
+            station=STATION,
+            agent_id="inference",
+            sha256="3" * 64,
+            source_name="real.jpg",
+            captured_at=utc_now(),
+            received_at=utc_now(),
+            completed_at=utc_now(),
+            status="ok",
+        )
+        with Recorder(
+            p.broker.port, username="inference", password=p.broker.password("inference")
+        ) as inference_user:
+            inference_user.publish(t.results(STATION), forged.model_dump_json())
+        wait_until(lambda: ledger_rows(p.ledger_db), what="the forgery stored")
+        (row,) = ledger_rows(p.ledger_db)
+        assert row["suspect"] == 1
+        assert row["suspect_reason"] == (
+            f"sha256 differs from what station {STATION} announced for frame {forged.frame_id}"
+        )
+        assert rec.on(t.acks(STATION)) == []
+        p.start("inference")
+        wait_until(
+            lambda: [r["suspect"] for r in ledger_rows(p.ledger_db)] == [0],
+            timeout=120,
+            what="the genuine result in the forgery's place",
+        )
+        (row,) = ledger_rows(p.ledger_db)
+        assert row["sha256"] == announced["sha256"]
+        wait_until(lambda: rec.on(t.acks(STATION)), what="the genuine result acknowledged")
 
 
 def test_the_ledgers_persistent_session_keeps_results_while_it_is_down(

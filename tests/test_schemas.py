@@ -201,10 +201,12 @@ def test_asyncapi_document_names_every_channel_and_message() -> None:
     doc = json.loads(documents()["asyncapi.json"])
     assert doc["asyncapi"] == "3.0.0"
     assert doc["channels"]["frames"]["address"] == "{prefix}/frames/{station}"
+    assert doc["channels"]["announce"]["address"] == "{prefix}/announce/{station}"
     assert set(doc["components"]["messages"]) == {
         "Frame",
         "Thumbnail",
         "Availability",
+        "FrameAnnouncement",
         "InferenceResult",
         "LedgerAck",
         "AgentStatus",

@@ -49,14 +49,16 @@ from framewire.edge_agents.runtime.homeassistant import Fact, StoredFacts
 from framewire.edge_agents.runtime.presence import AgentPresence
 from framewire.schemas import (
     ErrorKind,
+    FrameAnnouncement,
     FrameMeta,
     InferenceResult,
     LedgerAck,
     MessageError,
+    encode_json,
     frame_properties,
     new_frame_id,
 )
-from framewire.schemas.channels import ACKS, AVAILABILITY, FRAMES, RESULTS, STATUS
+from framewire.schemas.channels import ACKS, ANNOUNCEMENTS, AVAILABILITY, FRAMES, RESULTS, STATUS
 from framewire.schemas.messages import SOURCE_NAME_MAX
 from framewire.schemas.names import printable
 
@@ -83,6 +85,12 @@ SPEC = AgentSpec(
         Receive(STATUS, "Each agent's kind (which of those online infer).", "control"),
     ),
     sends=(
+        Send(
+            ANNOUNCEMENTS,
+            "Each frame, vouched for to the ledger before it is published (again on each "
+            "resend: the ledger keeps the first); only results for announced frames are "
+            "inventory.",
+        ),
         Send(
             FRAMES,
             "Every frame, its metadata in MQTT 5 user properties; resent with the same frame "
@@ -560,8 +568,19 @@ class CaptureAgent:
             raise lost
 
     def _publish(self, row: FrameRow, payload: bytes) -> Coroutine[Any, Any, None]:
-        """The publish of one frame (raises at once if its metadata cannot be sent)."""
+        """The publish of one frame, its announcement first (raises at once if its metadata
+        cannot be sent)."""
         assert row.sha256 is not None and row.content_type is not None
+        station = self.settings.station
+        announcement = FrameAnnouncement(
+            frame_id=row.frame_id,
+            station=station,
+            seq=row.seq,
+            sha256=row.sha256,
+            size=len(payload),
+            captured_at=row.captured_at,
+            source_name=row.relpath,
+        )
         meta = FrameMeta(
             frame_id=row.frame_id,
             station=self.settings.station,
@@ -574,7 +593,15 @@ class CaptureAgent:
             attempt=row.attempts + 1,
         )
         properties = frame_properties(meta)
-        return self.runtime.send(FRAMES, self.settings.station, payload, properties=properties)
+
+        async def announce_and_publish() -> None:
+            # The announcement's PUBACK first: the broker has queued it for the ledger before
+            # the frame exists for anyone, so its result is rarely stored before it (when it
+            # is, the announcement makes that row trusted on arrival).
+            await self.runtime.send(ANNOUNCEMENTS, station, encode_json(announcement))
+            await self.runtime.send(FRAMES, station, payload, properties=properties)
+
+        return announce_and_publish()
 
     def _read_original(self, row: FrameRow) -> tuple[bytes | None, str]:
         """The captured bytes, read again the safe way (files.read_in_folder): a file since

@@ -1,12 +1,19 @@
-"""Ledger agent: every result stored once, then acknowledged to the capture station."""
+"""Ledger agent: every result stored once, then acknowledged to the capture station.
+
+A result is inventory only for a frame its station announced (FrameAnnouncement, which
+only the station's broker user may publish) with the same sha256; any other is stored as
+suspect, with the reason, and acknowledged all the same (a station whose announcement is
+late stops resending), but never counted. An announcement arriving after its result makes
+the suspect row trusted (recording.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from framewire.edge_agents.ledger.recording import Announced, Recorded, Written
 from framewire.edge_agents.ledger.settings import LedgerSettings
-from framewire.edge_agents.ledger.store import Recorded, newest_backup
+from framewire.edge_agents.ledger.store import newest_backup
 from framewire.edge_agents.ledger.stores import Ledger, LedgerUnavailable, open_ledger
 from framewire.edge_agents.runtime import (
     AgentRuntime,
@@ -22,24 +29,30 @@ from framewire.edge_agents.runtime.commands import CommandResult, Scalar
 from framewire.edge_agents.runtime.homeassistant import Fact, StoredFacts
 from framewire.schemas import (
     ErrorKind,
+    FrameAnnouncement,
     InferenceResult,
     LedgerAck,
     MessageError,
     check_identifier,
     encode_json,
 )
-from framewire.schemas.channels import ACKS, RESULTS
+from framewire.schemas.channels import ACKS, ANNOUNCEMENTS, RESULTS
 
 logger = logging.getLogger(__name__)
 
-# results committed together, at most: a burst shares one transaction (one fsync), and
-# each is acknowledged only once its transaction is on disk
+# results and announcements committed together, at most: a burst shares one transaction
+# (one fsync), and each result is acknowledged only once its transaction is on disk
 COMMIT_BATCH = 256
 
 SPEC = AgentSpec(
     kind="ledger",
     receives=(
         Receive(RESULTS, "Every result, stored once; acknowledged once committed.", "results"),
+        Receive(
+            ANNOUNCEMENTS,
+            "The frames each station vouches for: only their results are inventory.",
+            "announcements",
+        ),
     ),
     sends=(
         Send(ACKS, "Sent once the result is committed (or was already in the ledger)."),
@@ -52,9 +65,20 @@ SPEC = AgentSpec(
             workers=COMMIT_BATCH,
             summary="results waiting for their group commit",
         ),
+        Lane(
+            "announcements",
+            capacity=2 * COMMIT_BATCH,
+            workers=COMMIT_BATCH,
+            summary="announcements waiting for their group commit (the results' commit)",
+        ),
     ),
     counters={
-        "results.ledgered": "results stored",
+        "results.ledgered": "results stored as inventory (their station announced them)",
+        "results.suspect": "results stored as suspect, not inventory: no station announced "
+        "the frame, or not with that sha256",
+        "results.trusted_late": "suspect results made inventory by an announcement that came "
+        "after them",
+        "announcements": "frames announced by their station (resends' included)",
         "results.recaptures": "stored results that are another capture of a ledgered card",
         "results.duplicate": "results already in the ledger (a resend), acknowledged again",
         "ledger.write_failures": "results not stored: the database could not be written",
@@ -72,7 +96,7 @@ class LedgerAgent:
         self.settings = settings
         self.runtime = runtime
         self.store = store
-        self._commits: Batcher[InferenceResult, Recorded] = Batcher(
+        self._commits: Batcher[InferenceResult | FrameAnnouncement, Written] = Batcher(
             self._commit, max_size=COMMIT_BATCH
         )
         runtime.details.update(ledger=store.location)
@@ -124,15 +148,14 @@ class LedgerAgent:
         await self.runtime.send(RESULTS, stored.station, encode_json(stored))
         return f"replayed frame {frame_id}", {"station": stored.station}
 
-    async def _commit(self, results: list[InferenceResult]) -> list[Recorded]:
-        recorded = await self.store.record_many(results)
+    async def _commit(self, items: list[InferenceResult | FrameAnnouncement]) -> list[Written]:
+        written = await self.store.write_many(items)
         self.runtime.count("ledger.commits")
-        return recorded
+        return written
 
-    async def on_result(self, message: Inbound[InferenceResult]) -> None:
-        result = message.value
+    async def _write(self, item: InferenceResult | FrameAnnouncement) -> Written:
         try:
-            recorded = await self._commits.submit(result)
+            written = await self._commits.submit(item)
         except LedgerUnavailable as err:
             # A full or read-only disk: stay up and say so. The result is not acknowledged,
             # so the capture station resends its frame and nothing is lost.
@@ -148,15 +171,67 @@ class LedgerAgent:
         if self.runtime.degraded_reason is not None:
             logger.warning("the ledger database writes again (%s)", self.store.location)
             self.runtime.set_degraded(None)
-        if recorded.inserted:
-            self.runtime.count("results.ledgered")
-            self.stored.add("ledgered")
+        return written
+
+    async def on_announcement(self, message: Inbound[FrameAnnouncement]) -> None:
+        announced = await self._write(message.value)
+        assert isinstance(announced, Announced)
+        self.runtime.count("announcements")
+        if announced.conflict is not None:
+            logger.warning("suspect result kept as suspect: %s", announced.conflict)
+        if announced.trusted is not None:
+            self.runtime.count("results.trusted_late")
+            self._count_inventory(announced.duplicate_of)
+            logger.info(
+                "frame %s from %s announced after its result: now inventory",
+                announced.trusted,
+                message.value.station,
+            )
+
+    def _count_inventory(self, duplicate_of: str | None) -> None:
+        self.runtime.count("results.ledgered")
+        self.stored.add("ledgered")
+        if duplicate_of:
+            self.runtime.count("results.recaptures")
+            self.stored.add("recaptures")
+
+    async def on_result(self, message: Inbound[InferenceResult]) -> None:
+        result = message.value
+        recorded = await self._write(result)
+        assert isinstance(recorded, Recorded)
+        if recorded.contradicted:
+            # its station announced the frame otherwise: no acknowledgement, so the station
+            # resends it and the genuine result takes the suspect row's place
+            if recorded.inserted:
+                self.runtime.count("results.suspect")
+            logger.warning(
+                "result for frame %s from %s (agent %s) held as suspect and not acknowledged: %s",
+                result.frame_id,
+                result.station,
+                result.agent_id,
+                recorded.suspect,
+            )
+            return
+        if recorded.inserted and recorded.suspect is not None:
+            self.runtime.count("results.suspect")
+            logger.warning(
+                "result for frame %s from %s (agent %s) stored as suspect, not inventory: %s",
+                result.frame_id,
+                result.station,
+                result.agent_id,
+                recorded.suspect,
+            )
+        elif recorded.inserted:
+            if recorded.replaced_suspect is not None:
+                logger.warning(
+                    "frame %s: its announced result replaced a suspect one (%s)",
+                    result.frame_id,
+                    recorded.replaced_suspect,
+                )
+            self._count_inventory(recorded.duplicate_of)
             self.latency.observe(
                 max(0.0, (recorded.ledgered_at - result.captured_at).total_seconds())
             )
-            if recorded.duplicate_of:
-                self.runtime.count("results.recaptures")
-                self.stored.add("recaptures")
             card = result.card
             logger.info(
                 "ledgered %s from %s: %s%s",
@@ -193,6 +268,7 @@ async def serve(
     agent = LedgerAgent(settings, runtime, store)
     await agent.stored.refresh()
     runtime.receive(RESULTS, agent.on_result)
+    runtime.receive(ANNOUNCEMENTS, agent.on_announcement)
     if settings.backup_keep > 0 and not store.backs_up_itself:
         runtime.schedule(
             "backup",

@@ -38,6 +38,8 @@ EXPORT_COLUMNS = (
     "completed_at",
     "ledgered_at",
     "source_path",
+    "suspect",  # 1: no station announced the frame as it is; not inventory
+    "suspect_reason",
 )
 
 
@@ -56,13 +58,15 @@ def source_path_text(raw: bytes | memoryview | None) -> str | None:
 
 
 def full_result(row: StoredRow) -> dict[str, Any]:
-    """A row's stored result, with what the ledger added: when, re-capture of what, and the
-    original file name."""
+    """A row's stored result, with what the ledger added: when, re-capture of what, the
+    original file name, and whether it is suspect (not inventory), and why."""
     data: dict[str, Any] = json.loads(row["result"])
     data.update(
         ledgered_at=row["ledgered_at"],
         duplicate_of=row["duplicate_of"],
         source_path=source_path_text(row["source_path"]),
+        suspect=bool(row["suspect"]),
+        suspect_reason=row["suspect_reason"],
     )
     return data
 

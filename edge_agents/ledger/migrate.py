@@ -90,6 +90,8 @@ def _values(row: sqlite3.Row, present: set[str], path: Path) -> list[object]:
             value = str(row["source_name"]).encode()
         elif column == "phash_int" and value is None and row["phash"] is not None:
             value = phash_bits(row["phash"])
+        elif column == "suspect" and value is None:
+            value = 0  # a ledger older than version 4: every row is trusted
         elif column in _TIMES:
             try:
                 value = datetime.fromisoformat(value)
@@ -113,6 +115,21 @@ def _batches(conn: sqlite3.Connection, after: int, size: int) -> Iterator[list[s
             return
         yield rows
         after = rows[-1]["_rowid"]
+
+
+def _copy_announcements(src: sqlite3.Connection, dest: Any) -> None:
+    """The frames the stations announced (a version 4 ledger's), so that results still on
+    their way are recognised by the PostgreSQL ledger too."""
+    if src.execute("SELECT 1 FROM sqlite_master WHERE name = 'announced'").fetchone() is None:
+        return
+    rows = src.execute("SELECT frame_id, station, sha256, announced_at FROM announced")
+    while batch := rows.fetchmany(BATCH):
+        with write_transaction(dest), dest.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO announced (frame_id, station, sha256, announced_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (frame_id) DO NOTHING",
+                [(r[0], r[1], r[2], datetime.fromisoformat(r[3])) for r in batch],
+            )
 
 
 def migrate(
@@ -169,6 +186,7 @@ def _migrate(
                 present += len(rows) - added
                 if progress is not None:
                     progress(copied + present, total)
+            _copy_announcements(src, dest)
             links = src.execute(
                 "SELECT frame_id, duplicate_of FROM results WHERE duplicate_of IS NOT NULL"
             ).fetchall()

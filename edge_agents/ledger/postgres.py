@@ -28,9 +28,16 @@ from typing import IO, Any, TypeVar
 
 from framewire.edge_agents.ledger import recording
 from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
-from framewire.edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
+from framewire.edge_agents.ledger.recording import (
+    HASHED,
+    Announced,
+    LookalikeIndex,
+    Recorded,
+    Row,
+    Written,
+)
 from framewire.edge_agents.ledger.stores import LedgerError, LedgerUnavailable, redact
-from framewire.schemas import InferenceResult
+from framewire.schemas import FrameAnnouncement, InferenceResult
 
 try:
     import psycopg
@@ -45,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2: announced frames, and suspect results (rows of version 1 count as trusted)
+SCHEMA_VERSION = 2
 WRITE_LOCK = 0x6672616D_6577_6972  # "framewir": the ledger's advisory lock key
 # connection failures, and a server that became a read-only standby
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -81,18 +89,32 @@ _SCHEMA = (
     captured_at   TIMESTAMPTZ NOT NULL,
     completed_at  TIMESTAMPTZ NOT NULL,
     ledgered_at   TIMESTAMPTZ NOT NULL,
-    result        TEXT NOT NULL
+    result        TEXT NOT NULL,
+    suspect       INTEGER NOT NULL DEFAULT 0,
+    suspect_reason TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS announced (
+    frame_id      TEXT COLLATE "C" PRIMARY KEY,
+    station       TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    announced_at  TIMESTAMPTZ NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS results_station ON results (station, captured_at)",
     "CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256)",
     "CREATE INDEX IF NOT EXISTS results_card ON results (set_name, card_number, card_name)",
-    "CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER NOT NULL)",
     # how far `framewire ledger migrate` has copied each SQLite ledger (by its rowid)
     """CREATE TABLE IF NOT EXISTS ledger_migrations (
     source          TEXT PRIMARY KEY,
     copied_through  BIGINT NOT NULL,
     copied_at       TIMESTAMPTZ NOT NULL
 )""",
+)
+
+
+# from version 1: announcements and suspect results (the rows it holds count as trusted)
+_TO_VERSION_2 = (
+    "ALTER TABLE results ADD COLUMN IF NOT EXISTS suspect INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE results ADD COLUMN IF NOT EXISTS suspect_reason TEXT",
 )
 
 
@@ -136,17 +158,23 @@ def write_transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
 
 def init_schema(conn: psycopg.Connection[Any], location: str) -> None:
     with write_transaction(conn):
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM ledger_schema").fetchone()
         version = None if row is None else row[0]
-        if version is None:
-            conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-        elif version > SCHEMA_VERSION:
+        if version is not None and version > SCHEMA_VERSION:
             raise LedgerError(
                 f"the ledger at {location} has schema version {version}, newer than this "
                 f"framewire's ({SCHEMA_VERSION})"
             )
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if version is not None and version < 2:
+            for statement in _TO_VERSION_2:
+                conn.execute(statement)
+        if version is None:
+            conn.execute("INSERT INTO ledger_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+        elif version < SCHEMA_VERSION:
+            conn.execute("UPDATE ledger_schema SET version = %s", (SCHEMA_VERSION,))
 
 
 def _text(value: object) -> object:
@@ -158,8 +186,11 @@ def _text(value: object) -> object:
 class _Sql:
     """`recording.LedgerSql` on one psycopg connection (used on the store's thread only)."""
 
-    hashes_all = f"SELECT id, {HASHED} FROM results WHERE phash_int IS NOT NULL"  # noqa: S608 - constants
-    hashes_after = f"SELECT id, {HASHED} FROM results WHERE id > ?"  # noqa: S608 - constants
+    hashes_all = (
+        f"SELECT id, {HASHED} FROM results"  # noqa: S608 - constants
+        " WHERE phash_int IS NOT NULL AND suspect = 0"
+    )
+    hashes_after = f"SELECT id, {HASHED} FROM results WHERE id > ? AND suspect = 0"  # noqa: S608 - constants
     newest = "SELECT max(id) FROM results"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
@@ -256,9 +287,22 @@ class PostgresLedgerStore:
     async def record_many(self, results: Sequence[InferenceResult]) -> list[Recorded]:
         """Store results in one transaction, committed when this returns; one Recorded per
         result, in order (see `stores.Ledger.record_many`)."""
-        if not results:
+        written = await self.write_many(results)
+        return [w for w in written if isinstance(w, Recorded)]
+
+    async def announce_many(self, announcements: Sequence[FrameAnnouncement]) -> list[Announced]:
+        """Store announcements in one transaction; see `write_many`."""
+        written = await self.write_many(announcements)
+        return [w for w in written if isinstance(w, Announced)]
+
+    async def write_many(
+        self, items: Sequence[InferenceResult | FrameAnnouncement]
+    ) -> list[Written]:
+        """Results and announcements in one transaction, in order, committed when this
+        returns: a Recorded per result, an Announced per announcement."""
+        if not items:
             return []
-        return await self._run(lambda sql: recording.record_many(sql, self._index, results))
+        return await self._run(lambda sql: recording.write_many(sql, self._index, items))
 
     async def backup(self, folder: Path, *, keep: int) -> Path:
         raise LedgerError(
@@ -271,8 +315,12 @@ class PostgresLedgerStore:
         return await self._run(lambda sql: recording.stored_result(sql, frame_id))
 
     async def totals(self) -> tuple[int, int]:
-        """(rows, re-captures) in the ledger."""
+        """(rows, re-captures) of the inventory: suspect rows are not counted."""
         return await self._run(recording.totals)
+
+    async def suspects(self) -> int:
+        """Rows held as suspect."""
+        return await self._run(recording.suspects)
 
 
 def _as_text_times(row: dict[str, Any]) -> dict[str, Any]:
@@ -320,8 +368,8 @@ class PostgresLedgerReader:
 
     def get(self, frame_id: str) -> dict[str, Any] | None:
         row = self._conn.execute(
-            "SELECT result, ledgered_at, duplicate_of, source_path FROM results"
-            " WHERE frame_id = %s",
+            "SELECT result, ledgered_at, duplicate_of, source_path, suspect, suspect_reason"
+            " FROM results WHERE frame_id = %s",
             (frame_id,),
         ).fetchone()
         return None if row is None else full_result(_as_text_times(row))

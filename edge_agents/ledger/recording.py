@@ -13,6 +13,15 @@ The index follows the table by insertion order (SQLite's rowid, PostgreSQL's id)
 every row up to `LookalikeIndex.through`. Each write transaction first takes the rows other
 writers committed since then (none, when this store is the only writer), so a frame is
 compared with every committed row, whoever wrote it.
+
+Trust: a result is inventory only when its station announced the frame (FrameAnnouncement:
+the same frame id, station and sha256), which only that station's broker user may publish.
+Any other result is kept as `suspect`, with the reason, and stays out of everything that
+counts as inventory: the totals, and the re-capture links (a suspect row is in no index, is
+never `duplicate_of` and names none). Announcements and results travel separate paths and
+may arrive in either order: an announcement that matches a suspect row makes it trusted,
+then linked like a new row; a trusted result for a frame held as suspect (a forgery that
+came first) takes its place.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from framewire.edge_agents.ledger.lookalike import (
     micros,
     phash_bits,
 )
-from framewire.schemas import InferenceResult, utc_now
+from framewire.schemas import FrameAnnouncement, InferenceResult, utc_now
 from framewire.schemas.names import unescape_name
 
 Row = tuple[Any, ...]
@@ -63,6 +72,12 @@ COLUMNS = (
     "completed_at",
     "ledgered_at",
     "result",
+    "suspect",
+    "suspect_reason",
+)
+_ANNOUNCE = (
+    "INSERT INTO announced (frame_id, station, sha256, announced_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (frame_id) DO NOTHING"
 )
 _INSERT = f"INSERT INTO results ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608 - constants
 # what the look-alike index reads of a row, after its insertion order
@@ -75,6 +90,23 @@ class Recorded:
     ledgered_at: datetime
     status: str
     duplicate_of: str | None
+    suspect: str | None = None  # why the row is not inventory; None: trusted
+    # the station announced this frame, and not as the result has it: a forgery, or bytes
+    # changed on the way; not acknowledged, so the station resends and the genuine result
+    # takes the suspect row's place
+    contradicted: bool = False
+    replaced_suspect: str | None = None  # the suspect row this trusted result took over from
+
+
+@dataclass(frozen=True)
+class Announced:
+    new: bool  # False: the frame was announced before (a resend's announcement)
+    trusted: str | None = None  # a suspect row this made trusted: its frame id
+    duplicate_of: str | None = None  # and the earlier frame it re-captures, if any
+    conflict: str | None = None  # a stored result it does not match, and why
+
+
+Written = Recorded | Announced
 
 
 class LedgerSql(Protocol):
@@ -175,7 +207,7 @@ def _find_duplicate(db: LedgerSql, r: InferenceResult, looks: Relatives | None) 
     the same identified card looking the same, or (unidentified) a near-identical picture."""
     row = db.one(
         "SELECT frame_id FROM results WHERE sha256 = ? AND frame_id != ? AND captured_at < ?"
-        " ORDER BY captured_at, frame_id LIMIT 1",
+        " AND suspect = 0 ORDER BY captured_at, frame_id LIMIT 1",
         (r.sha256, r.frame_id, r.captured_at),
     )
     if row is not None:
@@ -193,7 +225,7 @@ def _adopt_later_captures(
     later = [
         str(row[0])
         for row in db.all(
-            "SELECT frame_id FROM results WHERE sha256 = ? AND captured_at > ?",
+            "SELECT frame_id FROM results WHERE sha256 = ? AND captured_at > ? AND suspect = 0",
             (r.sha256, r.captured_at),
         )
     ]
@@ -207,8 +239,11 @@ def _adopt_later_captures(
     )
 
 
-def row_values(r: InferenceResult, duplicate_of: str | None, now: datetime) -> tuple[object, ...]:
-    """The row of `r`, column by column (`COLUMNS`), ledgered at `now`."""
+def row_values(
+    r: InferenceResult, duplicate_of: str | None, now: datetime, suspect: str | None = None
+) -> tuple[object, ...]:
+    """The row of `r`, column by column (`COLUMNS`), ledgered at `now`; `suspect`: why it is
+    not inventory (None: trusted)."""
     image = r.image
     card = r.card
     return (
@@ -237,40 +272,127 @@ def row_values(r: InferenceResult, duplicate_of: str | None, now: datetime) -> t
         r.completed_at,
         now,
         r.model_dump_json(),
+        0 if suspect is None else 1,
+        suspect,
     )
+
+
+def _doubt(db: LedgerSql, r: InferenceResult) -> tuple[str | None, bool]:
+    """Why `r` is not inventory (None when its station announced it as it is), and whether
+    a station announced the frame at all."""
+    row = db.one("SELECT station, sha256 FROM announced WHERE frame_id = ?", (r.frame_id,))
+    if row is None:
+        return f"no station announced frame {r.frame_id}", False
+    station, sha256 = str(row[0]), str(row[1])
+    if station != r.station:
+        return f"station {station} announced frame {r.frame_id}, not station {r.station}", True
+    if sha256 != r.sha256:
+        return (
+            f"sha256 differs from what station {station} announced for frame {r.frame_id}",
+            True,
+        )
+    return None, True
+
+
+def _link(db: LedgerSql, hashes: PhashIndex, r: InferenceResult) -> str | None:
+    """Place the trusted frame `r`, stored, among the re-captures: its `duplicate_of` set to
+    the earlier frame it re-captures (returned; None when none), later captures of it
+    pointed at the earliest one, and its hash in the index."""
+    hashed = probe(r)
+    looks = None if hashed is None else hashes.relatives(hashed)
+    duplicate_of = _find_duplicate(db, r, looks)
+    if duplicate_of is not None:
+        db.many(
+            "UPDATE results SET duplicate_of = ? WHERE frame_id = ?", [(duplicate_of, r.frame_id)]
+        )
+    _adopt_later_captures(db, r, looks, duplicate_of or r.frame_id)
+    if hashed is not None:
+        hashes.append(r.frame_id, hashed.bits, hashed.captured_us, hashed.card)
+    return duplicate_of
 
 
 def _record_one(db: LedgerSql, hashes: PhashIndex, r: InferenceResult, now: datetime) -> Recorded:
     known = db.one(
-        "SELECT ledgered_at, status, duplicate_of FROM results WHERE frame_id = ?",
+        "SELECT ledgered_at, status, duplicate_of, suspect_reason FROM results WHERE frame_id = ?",
         (r.frame_id,),
     )
+    doubt, announced = _doubt(db, r)
+    replaced = None
+    contradicted = doubt is not None and announced
     if known is not None:
+        if known[3] is None or doubt is not None:
+            return Recorded(
+                inserted=False,
+                ledgered_at=as_time(known[0]),
+                status=known[1],
+                duplicate_of=known[2],
+                suspect=known[3],
+                contradicted=contradicted and known[3] is not None,
+            )
+        # a suspect row (a forgery that came first) gives way to the announced result
+        replaced = str(known[3])
+        db.many("DELETE FROM results WHERE frame_id = ?", [(r.frame_id,)])
+    if doubt is not None:
+        db.many(_INSERT, [row_values(r, None, now, doubt)])
         return Recorded(
-            inserted=False, ledgered_at=as_time(known[0]), status=known[1], duplicate_of=known[2]
+            inserted=True,
+            ledgered_at=now,
+            status=r.status,
+            duplicate_of=None,
+            suspect=doubt,
+            contradicted=contradicted,
         )
-    hashed = probe(r)
-    looks = None if hashed is None else hashes.relatives(hashed)
-    duplicate_of = _find_duplicate(db, r, looks)
-    db.many(_INSERT, [row_values(r, duplicate_of, now)])
-    _adopt_later_captures(db, r, looks, duplicate_of or r.frame_id)
-    if hashed is not None:
-        hashes.append(r.frame_id, hashed.bits, hashed.captured_us, hashed.card)
-    return Recorded(inserted=True, ledgered_at=now, status=r.status, duplicate_of=duplicate_of)
+    db.many(_INSERT, [row_values(r, None, now)])
+    duplicate_of = _link(db, hashes, r)
+    return Recorded(
+        inserted=True,
+        ledgered_at=now,
+        status=r.status,
+        duplicate_of=duplicate_of,
+        replaced_suspect=replaced,
+    )
 
 
-def record_many(
-    db: LedgerSql, index: LookalikeIndex, results: Sequence[InferenceResult]
-) -> list[Recorded]:
-    """Every result in one transaction (one commit), each seeing the ones before it; on an
-    error none of them is stored and the index forgets them too."""
+def _announce_one(
+    db: LedgerSql, hashes: PhashIndex, a: FrameAnnouncement, now: datetime
+) -> Announced:
+    before = db.one("SELECT 1 FROM announced WHERE frame_id = ?", (a.frame_id,))
+    if before is None:
+        db.many(_ANNOUNCE, [(a.frame_id, a.station, a.sha256, now)])
+    row = db.one("SELECT result FROM results WHERE frame_id = ? AND suspect = 1", (a.frame_id,))
+    if row is None:
+        return Announced(new=before is None)
+    # its result came first (the two travel separate paths) and was held as suspect
+    r = InferenceResult.model_validate_json(row[0])
+    doubt, _ = _doubt(db, r)
+    if doubt is not None:
+        db.many("UPDATE results SET suspect_reason = ? WHERE frame_id = ?", [(doubt, r.frame_id)])
+        return Announced(new=before is None, conflict=doubt)
+    db.many(
+        "UPDATE results SET suspect = 0, suspect_reason = NULL WHERE frame_id = ?",
+        [(r.frame_id,)],
+    )
+    duplicate_of = _link(db, hashes, r)
+    return Announced(new=before is None, trusted=r.frame_id, duplicate_of=duplicate_of)
+
+
+def write_many(
+    db: LedgerSql, index: LookalikeIndex, items: Sequence[InferenceResult | FrameAnnouncement]
+) -> list[Written]:
+    """Every result and announcement in one transaction (one commit), in order, each seeing
+    the ones before it; on an error none of them is stored and the index forgets them too."""
     now = utc_now()
     size = len(index.hashes)
     try:
         with db.write():
             index.refresh(db)
             size = len(index.hashes)
-            recorded = [_record_one(db, index.hashes, r, now) for r in results]
+            written: list[Written] = [
+                _record_one(db, index.hashes, item, now)
+                if isinstance(item, InferenceResult)
+                else _announce_one(db, index.hashes, item, now)
+                for item in items
+            ]
             newest = _int(db.one(db.newest))
     except BaseException:
         # Rows the index took from other writers stay: they are committed. A COMMIT whose
@@ -278,7 +400,14 @@ def record_many(
         index.hashes.truncate(size)
         raise
     index.through = max(index.through, newest)
-    return recorded
+    return written
+
+
+def record_many(
+    db: LedgerSql, index: LookalikeIndex, results: Sequence[InferenceResult]
+) -> list[Recorded]:
+    """`write_many` of results alone."""
+    return [w for w in write_many(db, index, results) if isinstance(w, Recorded)]
 
 
 def stored_result(db: LedgerSql, frame_id: str) -> InferenceResult | None:
@@ -289,5 +418,11 @@ def stored_result(db: LedgerSql, frame_id: str) -> InferenceResult | None:
 def totals(db: LedgerSql) -> tuple[int, int]:
     """Rows in the ledger, and how many of them re-capture an earlier frame. Counting the
     re-captures reads the whole table: for the start and after a backup, not every status."""
-    row = db.one("SELECT count(*), count(duplicate_of) FROM results")
+    row = db.one("SELECT count(*), count(duplicate_of) FROM results WHERE suspect = 0")
     return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def suspects(db: LedgerSql) -> int:
+    """Rows held as suspect: results no station announced as they are."""
+    row = db.one("SELECT count(*) FROM results WHERE suspect = 1")
+    return 0 if row is None else int(row[0])

@@ -24,15 +24,23 @@ from typing import IO, Any
 from framewire.edge_agents.ledger import recording
 from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
 from framewire.edge_agents.ledger.lookalike import phash_bits
-from framewire.edge_agents.ledger.recording import HASHED, LookalikeIndex, Recorded, Row
+from framewire.edge_agents.ledger.recording import (
+    HASHED,
+    Announced,
+    LookalikeIndex,
+    Recorded,
+    Row,
+    Written,
+)
 from framewire.edge_agents.ledger.stores import LedgerUnavailable
 from framewire.edge_agents.runtime import SqliteThread, transaction
-from framewire.schemas import InferenceResult, utc_now
+from framewire.schemas import FrameAnnouncement, InferenceResult, utc_now
 
 __all__ = ["EXPORT_COLUMNS", "SCHEMA_VERSION", "LedgerReader", "LedgerStore", "Recorded"]
 
-# 2: source_path, the original file name's bytes; 3: phash_int, the hash as an integer
-SCHEMA_VERSION = 3
+# 2: source_path, the original file name's bytes; 3: phash_int, the hash as an integer;
+# 4: announced frames, and suspect results (rows of earlier versions count as trusted)
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -60,7 +68,15 @@ CREATE TABLE IF NOT EXISTS results (
     captured_at   TEXT NOT NULL,
     completed_at  TEXT NOT NULL,
     ledgered_at   TEXT NOT NULL,
-    result        TEXT NOT NULL
+    result        TEXT NOT NULL,
+    suspect       INTEGER NOT NULL DEFAULT 0,
+    suspect_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS announced (
+    frame_id      TEXT PRIMARY KEY,
+    station       TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    announced_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_station ON results (station, captured_at);
 CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256);
@@ -94,13 +110,18 @@ def _init(conn: sqlite3.Connection) -> None:
             "UPDATE results SET phash_int = ? WHERE rowid = ?",
             ((phash_bits(row["phash"]), row["rowid"]) for row in hashes),
         )
+        if "suspect" not in columns:  # rows stored before announcements count as trusted
+            conn.execute("ALTER TABLE results ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0")
+            conn.execute("ALTER TABLE results ADD COLUMN suspect_reason TEXT")
         # What opening the ledger reads into its look-alike index: a scan of this index,
         # not of the table and the thumbnails in its rows. Keyed by frame id (a ULID, in
-        # time order), so a new row lands at its end rather than on a random page.
+        # time order), so a new row lands at its end rather than on a random page. Suspect
+        # rows are in no index: nothing is a re-capture of them.
+        conn.execute("DROP INDEX IF EXISTS results_phash")
         conn.execute(
-            "CREATE INDEX IF NOT EXISTS results_phash ON results (frame_id, phash_int,"
+            "CREATE INDEX IF NOT EXISTS results_trusted_phash ON results (frame_id, phash_int,"
             " captured_at, card_status, set_name, card_number, card_name)"
-            " WHERE phash_int IS NOT NULL"
+            " WHERE phash_int IS NOT NULL AND suspect = 0"
         )
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -114,11 +135,14 @@ class _Sql:
     """`recording.LedgerSql` on one SQLite connection (used on its database thread only)."""
 
     hashes_all = (
-        f"SELECT rowid, {HASHED} FROM results INDEXED BY results_phash"  # noqa: S608 - constants
-        " WHERE phash_int IS NOT NULL"
+        f"SELECT rowid, {HASHED} FROM results INDEXED BY results_trusted_phash"  # noqa: S608 - constants
+        " WHERE phash_int IS NOT NULL AND suspect = 0"
     )
     # NOT INDEXED: the rows after a rowid, found by the rowid itself
-    hashes_after = f"SELECT rowid, {HASHED} FROM results NOT INDEXED WHERE rowid > ?"  # noqa: S608 - constants
+    hashes_after = (
+        f"SELECT rowid, {HASHED} FROM results NOT INDEXED"  # noqa: S608 - constants
+        " WHERE rowid > ? AND suspect = 0"
+    )
     newest = "SELECT max(rowid) FROM results"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -156,10 +180,12 @@ def _open(conn: sqlite3.Connection, index: LookalikeIndex) -> None:
     index.load(_Sql(conn))
 
 
-def _record_many(
-    conn: sqlite3.Connection, index: LookalikeIndex, results: Sequence[InferenceResult]
-) -> list[Recorded]:
-    return recording.record_many(_Sql(conn), index, results)
+def _write_many(
+    conn: sqlite3.Connection,
+    index: LookalikeIndex,
+    items: Sequence[InferenceResult | FrameAnnouncement],
+) -> list[Written]:
+    return recording.write_many(_Sql(conn), index, items)
 
 
 def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
@@ -168,6 +194,10 @@ def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
 
 def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
     return recording.totals(_Sql(conn))
+
+
+def _suspects(conn: sqlite3.Connection) -> int:
+    return recording.suspects(_Sql(conn))
 
 
 def _backup(conn: sqlite3.Connection, folder: Path, keep: int) -> Path:
@@ -228,10 +258,23 @@ class LedgerStore:
         returns; one Recorded per result, in order. A frame id already in the ledger (or
         earlier in `results`) is not written again. On LedgerUnavailable (a full or read-only
         disk) nothing of `results` is stored."""
-        if not results:
+        written = await self.write_many(results)
+        return [w for w in written if isinstance(w, Recorded)]
+
+    async def announce_many(self, announcements: Sequence[FrameAnnouncement]) -> list[Announced]:
+        """Store announcements in one transaction; see `write_many`."""
+        written = await self.write_many(announcements)
+        return [w for w in written if isinstance(w, Announced)]
+
+    async def write_many(
+        self, items: Sequence[InferenceResult | FrameAnnouncement]
+    ) -> list[Written]:
+        """Results and announcements in one transaction, in order, committed to disk when
+        this returns: a Recorded per result, an Announced per announcement."""
+        if not items:
             return []
         try:
-            return await self._db.run(_record_many, self._index, results)
+            return await self._db.run(_write_many, self._index, items)
         except LedgerUnavailable:
             raise
         except sqlite3.OperationalError as err:
@@ -245,8 +288,12 @@ class LedgerStore:
         return await self._db.run(_result, frame_id)
 
     async def totals(self) -> tuple[int, int]:
-        """(rows, re-captures) in the ledger."""
+        """(rows, re-captures) of the inventory: suspect rows are not counted."""
         return await self._db.run(_totals)
+
+    async def suspects(self) -> int:
+        """Rows held as suspect."""
+        return await self._db.run(_suspects)
 
 
 class LedgerReader:
@@ -280,7 +327,8 @@ class LedgerReader:
 
     def get(self, frame_id: str) -> dict[str, Any] | None:
         row = self._conn.execute(
-            "SELECT result, ledgered_at, duplicate_of, source_path FROM results WHERE frame_id = ?",
+            "SELECT result, ledgered_at, duplicate_of, source_path, suspect, suspect_reason"
+            " FROM results WHERE frame_id = ?",
             (frame_id,),
         ).fetchone()
         return None if row is None else full_result(row)

@@ -24,8 +24,8 @@ from typing import IO, Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from framewire.edge_agents.ledger.export import StoredRow
-from framewire.edge_agents.ledger.recording import Recorded
-from framewire.schemas import InferenceResult
+from framewire.edge_agents.ledger.recording import Announced, Recorded, Written
+from framewire.schemas import FrameAnnouncement, InferenceResult
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -73,7 +73,21 @@ class Ledger(Protocol):
         Recorded per result, in order. A frame id already in the ledger, or earlier in
         `results`, is not written again (`inserted=False`, the stored row's answers). Raises
         LedgerUnavailable when the database cannot be written; then nothing of `results` is
-        stored."""
+        stored. A result its station did not announce as it is (the same frame id, station
+        and sha256) is stored as suspect (`Recorded.suspect` says why): not inventory."""
+        ...
+
+    async def announce_many(self, announcements: Sequence[FrameAnnouncement]) -> list[Announced]:
+        """`write_many` of announcements alone."""
+        ...
+
+    async def write_many(
+        self, items: Sequence[InferenceResult | FrameAnnouncement]
+    ) -> list[Written]:
+        """Results and announcements in one transaction, in order (each sees those before
+        it), committed when this returns: a Recorded per result, an Announced per
+        announcement. An announcement that matches a suspect row makes it trusted. Raises
+        LedgerUnavailable as `record_many` does."""
         ...
 
     async def backup(self, folder: Path, *, keep: int) -> Path:
@@ -84,7 +98,11 @@ class Ledger(Protocol):
     async def result(self, frame_id: str) -> InferenceResult | None: ...
 
     async def totals(self) -> tuple[int, int]:
-        """(rows, re-captures) in the ledger."""
+        """(rows, re-captures) of the inventory: suspect rows are not counted."""
+        ...
+
+    async def suspects(self) -> int:
+        """Rows held as suspect."""
         ...
 
 
