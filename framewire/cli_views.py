@@ -133,7 +133,11 @@ def tail(
 
     async def go() -> None:
         seen = 0
-        async for _, data in follow(login, [topic]):
+
+        def say_following() -> None:  # on stderr: the results alone go to stdout
+            err.print(f"following results on {topic} (Ctrl-C stops)")
+
+        async for _, data in follow(login, [topic], subscribed=say_following):
             if not isinstance(data, dict):
                 continue
             if as_json:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,12 +90,18 @@ async def snapshot(login: BrokerLogin, topics: TopicTree, *, wait: float = 1.0) 
 
 
 async def follow(
-    login: BrokerLogin, filters: list[str]
+    login: BrokerLogin,
+    filters: list[str],
+    *,
+    subscribed: Callable[[], None] | None = None,
 ) -> AsyncIterator[tuple[str, dict[str, object] | bytes]]:
-    """Yield (topic, decoded JSON or raw bytes) for every message on `filters`."""
+    """Yield (topic, decoded JSON or raw bytes) for every message on `filters`; call
+    `subscribed()` once the broker has the subscriptions."""
     async with login.client() as client:
         for f in filters:
             await client.subscribe(f, qos=1)
+        if subscribed is not None:
+            subscribed()
         async for message in client.messages:
             payload = bytes(message.payload) if isinstance(message.payload, bytes) else b""
             try:

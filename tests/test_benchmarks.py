@@ -52,7 +52,10 @@ def test_a_tiny_benchmark_run_prints_every_figure_as_json() -> None:
     assert all(positive(v) for v in result["inference_agents_fps"].values())
     assert set(result["agents"]) == {"capture", "inference", "ledger", "broker"}
     for kind, figures in result["agents"].items():
-        for key in ("rss_start_mib", "rss_end_mib", "cpu_s_per_frame"):
+        for key in ("rss_start_mib", "rss_end_mib"):
             assert positive(figures[key]), (kind, key, figures[key])
+        # a tiny run may cost the broker less than one clock tick of CPU
+        cpu = figures["cpu_s_per_frame"]
+        assert isinstance(cpu, int | float) and math.isfinite(cpu) and cpu >= 0, (kind, cpu)
     if (ROOT / "benchmarks" / "ledger.py").exists():
         assert positive(result["ledger_inserts_per_s"])

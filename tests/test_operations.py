@@ -319,12 +319,14 @@ def test_tail_prints_results_as_they_arrive(pipeline: Pipeline) -> None:
             [sys.executable, "-m", "framewire", "tail", "--count", "2"],
             env=env,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.5)
+        assert tail.stderr is not None
+        assert "following results" in tail.stderr.readline()  # subscribed: nothing is missed
         for i in range(2):
             (p.captures / f"t{i}.jpg").write_bytes(jpeg_bytes(i))
-        out, _ = tail.communicate(timeout=60)
+        out, _ = tail.communicate(timeout=120)
     lines = out.strip().splitlines()
     assert len(lines) == 2 and all(STATION in line for line in lines)
     assert {"t0.jpg", "t1.jpg"} == {
