@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from framewire.samples import CardSpec, card_jpeg, load_specs, sample_catalog_path, stranger
-from framewire.samples_hard import hard_card_jpeg
 from framewire.inference_agent.build import build_pipeline
 from framewire.inference_agent.cards.ocr import CardOcr
 from framewire.inference_agent.models import ModelRegistry
 from framewire.inference_agent.pipeline import Pipeline, local_frame
 from framewire.inference_agent.settings import InferenceSettings
+from framewire.samples import CardSpec, card_jpeg, load_specs, sample_catalog_path, stranger
+from framewire.samples_hard import hard_card_jpeg
 from framewire.schemas import utc_now
 
 

@@ -9,9 +9,21 @@ from pathlib import Path
 import pytest
 
 from framewire.inference_agent.cards.catalog import CatalogError, CatalogSource, load_catalog
-from framewire.inference_agent.cards.matcher import CardMatcher, Match, OcrLine, read_hp, read_numbers
+from framewire.inference_agent.cards.matcher import (
+    CardMatcher,
+    Match,
+    OcrLine,
+    read_hp,
+    read_numbers,
+)
 from framewire.inference_agent.cards.names import normalise
-from framewire.inference_agent.cards.numbers import Fit, fit, number_shape, parse_number, read_number
+from framewire.inference_agent.cards.numbers import (
+    Fit,
+    fit,
+    number_shape,
+    parse_number,
+    read_number,
+)
 from framewire.inference_agent.cards.recognizer import to_recognition
 
 HEADER = "name,set,number,rarity,market_price"

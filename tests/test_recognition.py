@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger, write_cards
 from framewire.inference_agent.models import default_manifest_path, load_manifests
+from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger, write_cards
 from tests.conftest import USERS, Pipeline, cli_env, wait_until
 from tests.test_pipeline import ledger_rows, observer, wait_online
 
