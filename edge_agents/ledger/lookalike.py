@@ -186,7 +186,8 @@ class PhashIndex:
         before = found[at < probe.captured_us]
         earliest = None
         if before.size:
-            first = before[self._at[before] == self._at[before].min()]
+            times = self._at[before]
+            first = before[times == int(np.min(times))]
             earliest = min(self._frame_ids[int(i)] for i in first)
         after = found[at > probe.captured_us]
         return Relatives(earliest, [self._frame_ids[int(i)] for i in after])
