@@ -12,6 +12,7 @@ import io
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -41,9 +42,13 @@ _FONT_DIRS = (
 class CardSpec:
     name: str
     set_name: str
-    number: str
+    number: str  # as the catalog keeps it
     rarity: str
     hp: str = ""
+    layout: str = "pokemon"  # how it is drawn: pokemon, magic, yugioh (`samples_layouts`)
+    printed: str = ""  # the number as the card prints it, when the catalog keeps it otherwise
+    set_code: str = ""  # the set's code, printed on Magic cards (`MKM`)
+    trait: str = ""  # what the printing puts to the test (`samples_catalog.TRAITS`)
 
 
 def sample_catalog_path() -> Path:
@@ -65,10 +70,32 @@ def available_fonts() -> list[Path]:
 _FONTS = available_fonts()
 
 
-def _font(size: int, rng: random.Random) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    if _FONTS:
-        return ImageFont.truetype(str(rng.choice(_FONTS)), size)
+def font(
+    size: int, rng: random.Random, text: str = ""
+) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """One of the fonts at random; one that has every character of `text` when some lack
+    one (DejaVu Serif has no ★)."""
+    fonts = [f for f in _FONTS if _covers(f, text)] or _FONTS
+    if fonts:
+        return ImageFont.truetype(str(rng.choice(fonts)), size)
     return ImageFont.load_default(size=size)
+
+
+@lru_cache(maxsize=256)
+def _covers(path: Path, text: str) -> bool:
+    """Whether the font draws every character of `text` as itself, not as its "missing"
+    box (PIL has no other way to ask)."""
+    if text.isascii():
+        return True
+    face = ImageFont.truetype(str(path), 24)
+    missing = _glyph(face, "\ue000")  # a private-use character: no font here has it
+    return all(_glyph(face, c) != missing for c in set(text) if not c.isascii())
+
+
+def _glyph(face: ImageFont.FreeTypeFont, char: str) -> bytes:
+    image = Image.new("L", (48, 48))
+    ImageDraw.Draw(image).text((8, 8), char, font=face, fill=255)
+    return image.tobytes()
 
 
 def render_card(card: CardSpec, rng: random.Random) -> Image.Image:
@@ -79,11 +106,11 @@ def render_card(card: CardSpec, rng: random.Random) -> Image.Image:
     draw = ImageDraw.Draw(img)
     draw.rounded_rectangle([4, 4, w - 5, h - 5], radius=28, outline=frame, width=18)
     draw.rectangle([40, 40, w - 40, 110], fill=_hsv(hue, 0.15, 1.0))
-    title = _font(rng.randint(38, 46), rng)
+    title = font(rng.randint(38, 46), rng, card.name)
     draw.text((56, 75), card.name, font=title, fill=(20, 20, 20), anchor="lm")
     if card.hp:
         draw.text(
-            (w - 56, 75), f"HP {card.hp}", font=_font(32, rng), fill=(150, 20, 20), anchor="rm"
+            (w - 56, 75), f"HP {card.hp}", font=font(32, rng), fill=(150, 20, 20), anchor="rm"
         )
     art = [52, 130, w - 52, 500]
     draw.rectangle(art, fill=_hsv((hue + 180) % 360, 0.35, 0.8), outline=(60, 60, 60), width=4)
@@ -93,15 +120,16 @@ def render_card(card: CardSpec, rng: random.Random) -> Image.Image:
         box = [x0, y0, min(x1, art[2]), min(y1, art[3])]
         colour = _hsv(rng.randrange(360), 0.6, 0.8)
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    body = _font(24, rng)
+    body = font(24, rng)
     for i, line in enumerate(("Attack", "Defend")):
         y = 545 + i * 70
         draw.text((60, y), f"{line}  {rng.randint(10, 120)}", font=body, fill=(30, 30, 30))
         draw.line([60, y + 45, w - 60, y + 45], fill=(150, 150, 150), width=2)
-    foot = _font(26, rng)
+    number = card.printed or card.number
+    foot = font(26, rng, card.set_name + number)
     draw.text((56, h - 80), card.set_name, font=foot, fill=(40, 40, 40), anchor="lm")
-    draw.text((w - 56, h - 80), card.number, font=foot, fill=(10, 10, 10), anchor="rm")
-    draw.text((56, h - 50), card.rarity, font=_font(20, rng), fill=(90, 90, 90), anchor="lm")
+    draw.text((w - 56, h - 80), number, font=foot, fill=(10, 10, 10), anchor="rm")
+    draw.text((56, h - 50), card.rarity, font=font(20, rng), fill=(90, 90, 90), anchor="lm")
     return img
 
 

@@ -1,6 +1,7 @@
 """The hard tier of generated card photos: what careless handling and a real desk do.
 
-Built on `framewire.samples`: a card from `render_card` is turned (0, 90, 180 or 270 degrees
+Built on `framewire.samples`: a card from `render_printing` (Pokémon-, Magic- or
+Yu-Gi-Oh!-like, `samples_layouts`) is turned (0, 90, 180 or 270 degrees
 plus a small tilt) and given one or two of: strong perspective, glare, holo foil, a thumb
 over the artwork, a busy background, a low resolution. It is then placed on its background
 and goes through `photograph` (blur, noise, uneven light, JPEG) like every generated card.
@@ -20,10 +21,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from framewire.samples import CARD_SIZE, CardSpec, jpeg, photograph, render_card
+from framewire.samples import CARD_SIZE, CardSpec, jpeg, photograph
+from framewire.samples_layouts import render_printing
 
 HARD_KINDS = ("perspective", "glare", "holo", "occlusion", "busy", "lowres")
-_ART = (52, 130, CARD_SIZE[0] - 52, 500)  # the artwork box of `render_card`
+_ART = (52, 130, CARD_SIZE[0] - 52, 500)  # about where the artwork is, in every layout
 _WORDS = ("lorem", "ipsum", "table", "mat", "desk", "note", "tape", "pen", "box", "lamp")
 
 
@@ -42,7 +44,7 @@ class HardPhoto:
 
 
 def hard_card_jpeg(card: CardSpec, rng: random.Random) -> tuple[bytes, HardPhoto]:
-    shot = hard_photograph(render_card(card, rng), rng)
+    shot = hard_photograph(render_printing(card, rng), rng)
     return jpeg(shot.image, rng), shot
 
 
@@ -103,7 +105,7 @@ def place_card(
     face = Image.new("RGBA", (w + 2 * pad, h + 2 * pad), (0, 0, 0, 0))
     face.paste(card.convert("RGBA"), (pad, pad))
     if thumb:
-        _draw_thumb(face, pad, rng)
+        _draw_thumb(face, pad, (w, h), rng)
     corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64) - [w / 2, h / 2]
     if perspective > 0:  # a side shrunk towards its middle: that edge is further away
         side = rng.randrange(4)
@@ -129,9 +131,9 @@ def place_card(
     return Placed(image, tuple((float(x), float(y)) for x, y in corners))
 
 
-def _draw_thumb(face: Image.Image, pad: int, rng: random.Random) -> None:
+def _draw_thumb(face: Image.Image, pad: int, size: tuple[int, int], rng: random.Random) -> None:
     """A thumb over the artwork, coming in from the left or right edge of the card."""
-    w, h = CARD_SIZE
+    w, h = size
     draw = ImageDraw.Draw(face)
     cy = pad + rng.uniform(0.3, 0.55) * h
     rx, ry = rng.uniform(0.16, 0.22) * w, rng.uniform(0.07, 0.09) * h

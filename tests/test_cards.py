@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
+import re
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from framewire.inference_agent.cards.catalog import CatalogError, CatalogSource, load_catalog
+from framewire.inference_agent.cards.catalog import (
+    Catalog,
+    CatalogError,
+    CatalogSource,
+    load_catalog,
+)
 from framewire.inference_agent.cards.matcher import (
     CardMatcher,
     Match,
@@ -25,6 +33,8 @@ from framewire.inference_agent.cards.numbers import (
     read_number,
 )
 from framewire.inference_agent.cards.recognizer import to_recognition
+from framewire.samples import CardSpec
+from framewire.samples_catalog import TRAITS, by_trait, hard_catalog, hard_stranger, write_catalog
 
 HEADER = "name,set,number,rarity,market_price"
 
@@ -445,3 +455,156 @@ def test_the_reason_reaches_the_recognition_result(printings: Path) -> None:
     assert identified.status == "identified"
     assert "review_reason" not in identified.metadata
     assert identified.model_dump().get("review_reason") is None
+
+
+# --- one name in many sets: the number decides ------------------------------------------
+
+MANY = (
+    "Pikachu,Silver Hollow,25/159,Common,0.20",
+    "Pikachu,Lost Meridian,025/196,Common,0.25",
+    "Pikachu,Astral Forge,TG05,Ultra Rare,4.00",  # as the Pokémon TCG API keeps it
+    "Zeraora V,Lost Meridian,TG05/TG30,Ultra Rare,2.00",
+    "Ashbloom,Twilight Orchard,TG05,Ultra Rare,1.00",
+    "Pikachu,Black Star Promos,SWSH050,Promo,1.50",
+    "Pikachu,Shimmer Vault,SV049,Shiny Holo Rare,9.00",
+    "Pikachu,Radiant Hoard,RC12,Holo Rare,3.00",
+    "Pikachu,Emberfall,201/165,Secret Rare,30.00",
+    "Pikachu V,Silver Hollow,26/159,Ultra Rare,5.00",
+    "Volthorn,Verdant Wilds,012/120,Common,0.10",
+    "Volthorn ex,Verdant Wilds,121/120,Secret Rare,8.00",
+    "Quartzfang VMAX,Astral Forge,TG03,Ultra Rare,6.00",
+    "Type: Null,Sunken Reliquary,131/172,Rare,0.50",
+    "Nidoran♀,Velvet Storm,044/108,Common,0.10",
+    "Nidoran♂,Velvet Storm,045/108,Common,0.10",
+    "Hollow Drake,Echoes of Valor,250,Common,0.10,eov",
+    "Hollow Drake,Mirrorwood,226,Common,0.10,mrw",
+    "Lightning Bolt,Karlov Vaults,141,Common,1.00,krv",
+    "Toon Serpent,Rarity Vault,RA01-EN088,Common,0.10,",
+)
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> Path:
+    return write(tmp_path / "many.csv", *MANY, header=f"{HEADER},set_code")
+
+
+@pytest.mark.parametrize(
+    ("texts", "set_name", "number"),
+    [
+        (("Pikachu", "HP 60", "Silver Hollow", "025/159"), "Silver Hollow", "25/159"),
+        (("Pikachu", "Lost Meridian", "025/196"), "Lost Meridian", "025/196"),
+        (("Pikachu", "Astral Forge", "TG05/TG30"), "Astral Forge", "TG05"),
+        (("Pikachu", "SWSH050"), "Black Star Promos", "SWSH050"),
+        (("Pikachu", "SV049/SV094"), "Shimmer Vault", "SV049"),
+        (("Pikachu", "RC12/RC32"), "Radiant Hoard", "RC12"),
+        (("Pikachu", "201/165", "Secret Rare"), "Emberfall", "201/165"),  # above the total
+        (("Volthorn", "ex", "HP 170", "121/120"), "Verdant Wilds", "121/120"),  # cut in two
+        (("Quartzfang VMAXIP 290", "TG03/TG30"), "Astral Forge", "TG03"),  # HP run into it
+        (("Type: Null", "131/172"), "Sunken Reliquary", "131/172"),
+        (("Nidoran♀", "044/108"), "Velvet Storm", "044/108"),
+        (("NidoranQ", "045/108"), "Velvet Storm", "045/108"),  # the sign misread: the number
+        (("Hollow Drake", "5/3", "C.0250", "EOV · EN"), "Echoes of Valor", "250"),
+        (("Hollow Drake", "R0226", "MRW • EN"), "Mirrorwood", "226"),  # rarity letter stuck
+        (("Lightning Bolt", "0141/0281 R", "KRV • EN"), "Karlov Vaults", "141"),
+        (("Toon Serpent", "RA01-END88"), "Rarity Vault", "RA01-EN088"),  # 0 read as D
+    ],
+)
+def test_among_many_printings_of_a_name_the_printed_number_picks_one(
+    many: Path, texts: tuple[str, ...], set_name: str, number: str
+) -> None:
+    m = match(many, *texts)
+    assert m.status == "identified", m.reason
+    assert m.best is not None and (m.best.card.set_name, m.best.card.number) == (set_name, number)
+
+
+def test_among_many_printings_a_name_alone_or_a_like_names_number_is_review(many: Path) -> None:
+    m = match(many, "Pikachu", "HP 60")
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("number unreadable; name reads 'Pikachu' (") and "4 more" in m.reason
+    m = match(many, "Pikachu", "26/159")  # Pikachu V's number
+    assert m.status == "needs_review"
+    assert m.reason == "name reads 'Pikachu', number 26/159 is Pikachu V (Silver Hollow 26/159)"
+    m = match(many, "Volthorn", "121/120")  # the `ex` did not read
+    assert m.status == "needs_review"
+    assert m.reason is not None and "number 121/120 is Volthorn ex" in m.reason
+    m = match(many, "Zeraora V", "TG05/TG30")  # TG05 of three sets: this name has one
+    assert m.status == "identified" and m.best is not None
+    assert m.best.card.set_name == "Lost Meridian"
+
+
+def test_no_mix_of_a_name_and_another_printings_number_is_identified_among_many(
+    many: Path,
+) -> None:
+    catalog = load_catalog(many)
+    matcher = CardMatcher()
+    for a in catalog.cards:
+        for b in catalog.cards:
+            if a.key == b.key:
+                continue
+            m = matcher.match(catalog, lines(a.name, b.number))
+            if m.status == "identified":
+                assert m.best is not None and m.best.number_fit == Fit.FULL, (a.name, b.number)
+                assert m.best.card.key == a.key, (a.name, b.number)
+
+
+# --- the hard tier's generated catalog ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hard() -> tuple[list[CardSpec], Catalog]:
+    specs = hard_catalog(3)
+    with tempfile.TemporaryDirectory() as tmp:
+        return specs, load_catalog(write_catalog(specs, Path(tmp) / "hard.csv", seed=3))
+
+
+def as_printed(spec: CardSpec) -> list[str]:
+    """What perfect OCR reads off the generated card, in its layout."""
+    number = spec.printed or spec.number
+    if spec.layout == "magic":
+        return [spec.name, "Creature — Elf", "2/2", number, f"{spec.set_code} • EN  Jo Vale"]
+    if spec.layout == "yugioh":
+        return [spec.name, "[Spell Card]", number, "ATK/1200 DEF/800", "89631139"]
+    return [spec.name, f"HP {spec.hp}", "Attack 40", spec.set_name, number, spec.rarity]
+
+
+def test_the_hard_catalog_holds_many_printings_of_one_name_in_every_format(
+    hard: tuple[list[CardSpec], Catalog],
+) -> None:
+    specs, catalog = hard
+    assert len(catalog) == len(specs) > 2500 and not catalog.warnings
+    assert hard_catalog(3) == specs  # generated, the same for the same seed
+    pikachu = catalog.by_name[normalise("Pikachu")]
+    assert len(pikachu) == 40 and len({(c.set_name, c.number) for c in pikachu}) == 40
+    assert set(by_trait(specs)) == set(TRAITS)
+    printed = [s.printed or s.number for s in specs]
+    shapes = (r"TG\d\d/TG30", r"SV\d{3}/SV094", r"RC\d+/RC32", r"SWSH\d{3}", r"\d{4}/\d{4} [CURM]")
+    for shape in shapes:
+        assert any(re.fullmatch(shape, p) for p in printed), shape
+    secret = [s.number.split("/") for s in specs if s.trait == "secret rare"]
+    assert secret and all(int(n) > int(total) for n, total in secret)  # above the set total
+    names = {s.name for s in specs}
+    assert {"Farfetch'd", "Mr. Mime", "Flabébé", "Nidoran♀", "Porygon2", "Type: Null"} <= names
+    assert any(re.fullmatch(r"[A-Z0-9]+-(EN)?\d{3}", s.number) for s in specs)
+
+
+def test_on_the_hard_catalog_what_a_card_prints_identifies_it_and_its_name_never_alone(
+    hard: tuple[list[CardSpec], Catalog],
+) -> None:
+    specs, catalog = hard
+    matcher = CardMatcher()
+    rng = random.Random(4)
+    for spec in rng.sample(specs, 120):
+        m = matcher.match(catalog, lines(*as_printed(spec)))
+        assert m.status == "identified", (spec, m.reason)
+        assert m.best is not None
+        assert (m.best.card.name, m.best.card.set_name, m.best.card.number) == (
+            spec.name,
+            spec.set_name,
+            spec.number,
+        )
+        alone = matcher.match(catalog, lines(spec.name, "Attack 40"))
+        assert alone.status == "needs_review", spec
+    for _ in range(60):
+        stranger = hard_stranger(rng, specs)
+        m = matcher.match(catalog, lines(*as_printed(stranger)))
+        assert m.status != "identified", (stranger, m.best)

@@ -3,18 +3,40 @@ catalog reloaded at run time without losing a frame."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from framewire.inference_agent.models import default_manifest_path, load_manifests
-from framewire.samples import card_jpeg, load_specs, sample_catalog_path, stranger, write_cards
+from framewire.inference_agent.cards.catalog import load_catalog
+from framewire.inference_agent.cards.matcher import CardMatcher
+from framewire.inference_agent.cards.ocr import CardOcr
+from framewire.inference_agent.models import (
+    BackendOptions,
+    ModelRegistry,
+    default_manifest_path,
+    load_manifests,
+)
+from framewire.samples import (
+    CardSpec,
+    card_jpeg,
+    jpeg,
+    load_specs,
+    sample_catalog_path,
+    stranger,
+    write_cards,
+)
+from framewire.samples_catalog import by_trait, hard_catalog, write_catalog
+from framewire.samples_hard import hard_photograph
+from framewire.samples_layouts import render_printing
 from tests.conftest import USERS, Pipeline, cli_env, wait_until
 from tests.test_pipeline import ledger_rows, observer, wait_online
 
@@ -108,3 +130,42 @@ def test_reloading_models_and_catalog_during_traffic_loses_no_frame(
     code, answer = request(p, "inference", "status")
     assert answer["data"]["counter.model_swaps"] == 3  # det, cls, rec; the bad one refused
     assert answer["data"]["counter.model_swaps.refused"] == 1
+
+
+def test_hard_printings_are_read_and_identified_by_their_number_through_the_real_ocr(
+    tmp_path: Path,
+) -> None:
+    """Photos of generated cards, turned every way, of a catalog where one name has many
+    printings: a gallery number printed `TG05/TG30` and kept as `TG05`, a secret rare,
+    a name with a symbol, a Pikachu of 40, Magic and Yu-Gi-Oh! layouts; and a Pikachu
+    with a number none of its printings has."""
+    specs = hard_catalog(5)
+    catalog = load_catalog(write_catalog(specs, tmp_path / "hard.csv", seed=5))
+    traits = by_trait(specs)
+    chosen: list[CardSpec] = [
+        next(s for s in traits["gallery"] if "/" not in s.number),
+        traits["secret rare"][0],
+        next(s for s in traits["symbol name"] if s.name in ("Nidoran♀", "Type: Null")),
+        next(s for s in traits["many printings"] if s.name == "Pikachu"),
+        traits["magic"][0],
+        traits["yugioh"][0],
+    ]
+    ocr = CardOcr(ModelRegistry(load_manifests(default_manifest_path()), BackendOptions("onnx")))
+    matcher = CardMatcher()
+    rng = random.Random(5)
+
+    def photographed(spec: CardSpec, turns: int) -> Image.Image:
+        shot = hard_photograph(render_printing(spec, rng), rng, kinds=(), quarter_turns=turns)
+        return Image.open(io.BytesIO(jpeg(shot.image, rng)))
+
+    for turns, spec in enumerate(chosen):
+        m = matcher.match(catalog, ocr.read(photographed(spec, turns % 4)))
+        assert m.status == "identified", (spec, m.reason)
+        assert m.best is not None
+        found = (m.best.card.name, m.best.card.set_name, m.best.card.number)
+        assert found == (spec.name, spec.set_name, spec.number)
+    pikachu = chosen[4]
+    other = next(s for s in specs if s.set_name == pikachu.set_name and "Pikachu" not in s.name)
+    m = matcher.match(catalog, ocr.read(photographed(replace(other, name="Pikachu"), 1)))
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("name reads 'Pikachu', number") and other.name in m.reason

@@ -24,7 +24,11 @@ from framewire.inference_agent.cards.numbers import Fit, NumberReading, fit, rea
 from framewire.inference_agent.cards.review import review_reason, unknown_reason
 
 _HP = re.compile(r"(?:HP\s*([0-9]{2,3}))|(?:([0-9]{2,3})\s*HP)", re.IGNORECASE)
+_HP_TAIL = re.compile(r"\s*[HIl|]?\s*P\s*[0-9]{2,3}\s*$")  # `HP 290` at a line's end, misread
 _SLASH = re.compile(r"\s*/\s*")
+_SEPARATORS = re.compile(r"[.,:;·•]+")  # never inside a card number
+# a Magic rarity letter read together with the collector number after it (`R 0123`)
+_RARITY_FIRST = re.compile(r"[CURMSLTP]([0-9]{3,4})")
 _MAX_READINGS = 400  # words taken as possible numbers, per card photo
 # what OCR makes of a symbol after a collector number (`72†` -> `72t`, `1★` -> `1*`)
 _SYMBOL_MISREADS = {"t": "†", "+": "†", "*": "★"}
@@ -64,15 +68,17 @@ class Match:
 def read_numbers(lines: list[OcrLine]) -> list[NumberReading]:
     """Every word (and pair of adjacent words, for `LOB- EN001`) that could be a number.
 
-    Slashes join what is around them (`025 / 165`), the HP reading is left out, and a
-    letter OCR reads for a trailing symbol is tried as that symbol too.
+    Slashes join what is around them (`025 / 165`), the HP reading is left out, a word is
+    also tried in the parts its dots and bullets make (`C.0250`, `MKM•EN`) and without a
+    Magic rarity letter stuck to it (`R0123`), and a letter OCR reads for a trailing symbol
+    is tried as that symbol too.
     """
     found: dict[str, NumberReading] = {}
     for line in lines:
         text = _SLASH.sub("/", _HP.sub(" ", unicodedata.normalize("NFKC", line.text)))
         words = text.split()
         pairs = [a + b for a, b in itertools.pairwise(words) if _has_digit(a + b)]
-        for word in (*words, *pairs):
+        for word in (*words, *pairs, *_parts(words)):
             for text in (word, *_as_symbol(word)):
                 reading = read_number(text)
                 if reading is not None and reading.text not in found:
@@ -80,6 +86,19 @@ def read_numbers(lines: list[OcrLine]) -> list[NumberReading]:
             if len(found) >= _MAX_READINGS:
                 return list(found.values())
     return list(found.values())
+
+
+def _parts(words: list[str]) -> list[str]:
+    out: list[str] = []
+    for word in words:
+        parts = [p for p in _SEPARATORS.split(word) if p]
+        if len(parts) > 1:
+            out += parts
+        for part in parts:
+            bare = _RARITY_FIRST.fullmatch(part)
+            if bare:
+                out.append(bare.group(1))
+    return out
 
 
 def _as_symbol(word: str) -> list[str]:
@@ -117,10 +136,16 @@ class _Reading:
 
 def _read(lines: list[OcrLine]) -> _Reading:
     raw: dict[str, str] = {}
-    for line in lines:
-        key = normalise(_HP.sub(" ", line.text))  # `Belquil's Galros HP 210` is the name
+    # `Galros HP 210` is the name, and so is `Galros IP 210`: the HP misread
+    texts = [_HP_TAIL.sub("", _HP.sub(" ", line.text)).strip() for line in lines]
+    for text, line in zip(texts, lines, strict=True):
+        key = normalise(text)
         if key:
             raw.setdefault(key, line.text.strip())
+    # a name the detector cut in two (`Volthorn` `ex`): two lines in a row, read together
+    for a, b in itertools.pairwise(texts):
+        if normalise(a) and normalise(b):
+            raw.setdefault(normalise(f"{a} {b}"), f"{a} {b}")
     return _Reading(raw, read_numbers(lines), read_hp(lines))
 
 

@@ -5,8 +5,8 @@ A catalog number is kept as text (`025/165`, `TG05/TG30`, `SWSH050`, `169z`, `1�
 symbols ★ ☆ † ‡. Case, spaces and separators (`-`, `.`, ...) do not count, nor do
 leading zeros within a digit run, so `TG05` is `tg5`, `LOB-EN001` is `LOBEN1` and `004/165`
 is `4/165`. A number OCR read fits a catalog number when it reads the same segments,
-where a catalog digit may be read as a letter OCR confuses it with (O/0, I/1, l/1, |/1,
-S/5, B/8), but a catalog letter must be read as that letter.
+where a catalog digit may be read as a letter OCR confuses it with (O/0, D/0, I/1, l/1,
+|/1, S/5, B/8), but a catalog letter must be read as that letter.
 
 For lookup, both sides also reduce to a loose key (confusable letters made digits, zeros
 dropped): every reading that fits a number has that number's loose key, so the catalog
@@ -25,9 +25,11 @@ SYMBOLS = frozenset("★☆†‡")
 MAX_NUMBER_CHARS = 40  # a longer "number" is not one (and bounds the work on hostile text)
 _DIGITS = frozenset("0123456789")
 # what OCR reads in place of a digit; used only where the catalog number has a digit
-_DIGIT_FIXES = str.maketrans({"O": "0", "o": "0", "I": "1", "l": "1", "|": "1", "S": "5", "B": "8"})
-_DIGIT_LIKE = _DIGITS | frozenset("OoIl|SB")
-_LOOSE = str.maketrans({"O": "0", "I": "1", "L": "1", "|": "1", "S": "5", "B": "8"})
+_DIGIT_FIXES = str.maketrans(
+    {"O": "0", "o": "0", "D": "0", "I": "1", "l": "1", "|": "1", "S": "5", "B": "8"}
+)
+_DIGIT_LIKE = _DIGITS | frozenset("OoDIl|SB")
+_LOOSE = str.maketrans({"O": "0", "D": "0", "I": "1", "L": "1", "|": "1", "S": "5", "B": "8"})
 _RUNS = re.compile(r"[0-9]+|[^\W\d_]+|[★☆†‡]")  # digit runs, letter runs, symbols
 
 

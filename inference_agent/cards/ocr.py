@@ -62,6 +62,10 @@ REC_HEIGHT = 48  # the recogniser's input height
 MAX_LINE_RATIO = 25.0  # width / height of a cut-out line, at most
 REC_BATCH = 6  # lines recognised together, at most
 ORIENT_LINES = 6  # the longest detected lines vote on upright vs upside down
+# a vote closer than this share of its weight is settled by where the largest print is
+# (holo foil and glare make the classifier unsure of either way up)
+CLOSE_VOTE = 0.25
+NAME_SHARE = 0.2  # the top (or bottom) share of a card looked at for its largest print
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,7 @@ class CardOcr:
         boxes = [order_box(transform(b, upright)) for b in raw]
         to_photo = canvas.to_photo @ np.linalg.inv(upright)
         with self._timed("cls"):
-            if self._upside_down(boxes, to_photo, photo):
+            if self._upside_down(boxes, to_photo, photo, uh if canvas.card else None):
                 flip, uw, uh = quarter_turn(2, uw, uh)
                 boxes = [order_box(transform(b, flip)) for b in boxes]
                 to_photo = to_photo @ np.linalg.inv(flip)
@@ -245,8 +249,12 @@ class CardOcr:
             numbered=any(_digit(t) and _within(b, uw, uh, numbers) for b, t in found),
         )
 
-    def _upside_down(self, boxes: list[Box], to_photo: np.ndarray, photo: np.ndarray) -> bool:
-        """The direction classifier's vote over the longest lines, weighted by length."""
+    def _upside_down(
+        self, boxes: list[Box], to_photo: np.ndarray, photo: np.ndarray, card: float | None
+    ) -> bool:
+        """The direction classifier's vote over the longest lines, weighted by length. On
+        a card (`card`: its height) a close vote goes by where the largest print is: every
+        layout prints the name largest, at the top."""
         longest = sorted(range(len(boxes)), key=lambda i: -box_size(boxes[i])[0])
         chosen = longest[:ORIENT_LINES]
         crops = [_cut(photo, transform(boxes[i], to_photo)) for i in chosen]
@@ -254,10 +262,13 @@ class CardOcr:
         if not kept:
             return False
         result = self.engine.text_cls([c for _, c in kept])
-        vote = 0.0
+        vote = total = 0.0
         for (i, _), (label, score) in zip(kept, result.cls_res, strict=True):
-            weight = box_size(boxes[i])[0] * float(score)
-            vote += -weight if "180" in label else weight
+            length = box_size(boxes[i])[0]
+            vote += -length * float(score) if "180" in label else length * float(score)
+            total += length
+        if card is not None and abs(vote) < CLOSE_VOTE * total:
+            return _largest_print(boxes, card, bottom=True) > _largest_print(boxes, card)
         return vote < 0
 
     def _recognise(
@@ -314,6 +325,16 @@ class CardOcr:
 def _within(box: Box, width: float, height: float, bands: tuple[Band, ...]) -> bool:
     """In one of the bands; anywhere, when there are none (a photo read whole)."""
     return not bands or in_bands(box, width, height, bands)
+
+
+def _largest_print(boxes: list[Box], height: float, *, bottom: bool = False) -> float:
+    """The height of the tallest line in the card's top (or bottom) NAME_SHARE."""
+    tallest = 0.0
+    for box in boxes:
+        y = float(box[:, 1].mean()) / height
+        if (y > 1 - NAME_SHARE) if bottom else (y < NAME_SHARE):
+            tallest = max(tallest, box_size(box)[1])
+    return tallest
 
 
 def photo_pixels(image: Image.Image) -> np.ndarray:
