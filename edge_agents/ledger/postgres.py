@@ -30,9 +30,7 @@ from framewire.edge_agents.ledger import recording
 from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
 from framewire.edge_agents.ledger.recording import (
     HASHED,
-    Announced,
     LookalikeIndex,
-    Recorded,
     Row,
     Written,
 )
@@ -217,7 +215,7 @@ class _Sql:
         return write_transaction(self.conn)
 
 
-class PostgresLedgerStore:
+class PostgresLedgerStore(recording.BatchWrites):
     """The PostgreSQL ledger, as the ledger agent writes it (`stores.Ledger`): one
     connection, used by one thread, so the event loop never waits on the database."""
 
@@ -278,22 +276,6 @@ class PostgresLedgerStore:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._drop)
         self._pool.shutdown(wait=True)
-
-    async def record(self, result: InferenceResult) -> Recorded:
-        """Store one result (committed when this returns); see `record_many`."""
-        (recorded,) = await self.record_many([result])
-        return recorded
-
-    async def record_many(self, results: Sequence[InferenceResult]) -> list[Recorded]:
-        """Store results in one transaction, committed when this returns; one Recorded per
-        result, in order (see `stores.Ledger.record_many`)."""
-        written = await self.write_many(results)
-        return [w for w in written if isinstance(w, Recorded)]
-
-    async def announce_many(self, announcements: Sequence[FrameAnnouncement]) -> list[Announced]:
-        """Store announcements in one transaction; see `write_many`."""
-        written = await self.write_many(announcements)
-        return [w for w in written if isinstance(w, Announced)]
 
     async def write_many(
         self, items: Sequence[InferenceResult | FrameAnnouncement]

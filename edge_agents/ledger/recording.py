@@ -109,6 +109,34 @@ class Announced:
 Written = Recorded | Announced
 
 
+class BatchWrites:
+    """What every ledger store derives from its `write_many`: one result, many results,
+    many announcements, each in one transaction."""
+
+    async def write_many(
+        self, items: Sequence[InferenceResult | FrameAnnouncement]
+    ) -> list[Written]:
+        raise NotImplementedError
+
+    async def record(self, result: InferenceResult) -> Recorded:
+        """Store one result (committed when this returns); see `record_many`."""
+        (recorded,) = await self.record_many([result])
+        return recorded
+
+    async def record_many(self, results: Sequence[InferenceResult]) -> list[Recorded]:
+        """Store results in one transaction, committed to disk when this returns; one
+        Recorded per result, in order. A frame id already in the ledger (or earlier in
+        `results`) is not written again. On LedgerUnavailable nothing of `results` is
+        stored."""
+        written = await self.write_many(results)
+        return [w for w in written if isinstance(w, Recorded)]
+
+    async def announce_many(self, announcements: Sequence[FrameAnnouncement]) -> list[Announced]:
+        """Store announcements in one transaction; see `write_many`."""
+        written = await self.write_many(announcements)
+        return [w for w in written if isinstance(w, Announced)]
+
+
 class LedgerSql(Protocol):
     """One connection to a ledger database. Statements use `?` placeholders; values come back
     as tuples, times as the database gives them (`as_time` reads either form)."""

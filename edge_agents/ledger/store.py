@@ -26,7 +26,6 @@ from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, wri
 from framewire.edge_agents.ledger.lookalike import phash_bits
 from framewire.edge_agents.ledger.recording import (
     HASHED,
-    Announced,
     LookalikeIndex,
     Recorded,
     Row,
@@ -222,7 +221,7 @@ def newest_backup(folder: Path) -> datetime | None:
     return None if newest is None else datetime.fromtimestamp(newest.stat().st_mtime, UTC)
 
 
-class LedgerStore:
+class LedgerStore(recording.BatchWrites):
     """The SQLite ledger, as the ledger agent writes it (`stores.Ledger`)."""
 
     backs_up_itself = False
@@ -247,24 +246,6 @@ class LedgerStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._db.__aexit__(None, None, None)
-
-    async def record(self, result: InferenceResult) -> Recorded:
-        """Store one result (committed when this returns); see `record_many`."""
-        (recorded,) = await self.record_many([result])
-        return recorded
-
-    async def record_many(self, results: Sequence[InferenceResult]) -> list[Recorded]:
-        """Store results in one transaction, committed to disk (one fsync) when this
-        returns; one Recorded per result, in order. A frame id already in the ledger (or
-        earlier in `results`) is not written again. On LedgerUnavailable (a full or read-only
-        disk) nothing of `results` is stored."""
-        written = await self.write_many(results)
-        return [w for w in written if isinstance(w, Recorded)]
-
-    async def announce_many(self, announcements: Sequence[FrameAnnouncement]) -> list[Announced]:
-        """Store announcements in one transaction; see `write_many`."""
-        written = await self.write_many(announcements)
-        return [w for w in written if isinstance(w, Announced)]
 
     async def write_many(
         self, items: Sequence[InferenceResult | FrameAnnouncement]
