@@ -37,7 +37,15 @@ from framewire.broker_config.bridge import (
 from framewire.broker_config.identity_plugin import plugin_path
 from framewire.edge_agents.runtime.homeassistant import discovery_topic
 from framewire.schemas import check_identifier
-from framewire.schemas.channels import ACKS, ANNOUNCEMENTS, REQUESTS, RESPONSES
+from framewire.schemas.channels import (
+    ACKS,
+    ANNOUNCEMENTS,
+    ESCALATED,
+    ESCALATIONS,
+    REQUESTS,
+    RESPONSES,
+    SHADOW,
+)
 from framewire.schemas.topics import TopicTree, check_prefix, ha_status_topic
 
 AGENT_ROLES = ("capture", "inference", "ledger")
@@ -123,6 +131,8 @@ class BrokerPlan:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     share_group: str = "inference"  # the inference agents' share_group
+    # the share groups of shadow and escalation agents (inference users only, as above)
+    role_groups: tuple[str, ...] = ("shadow", "escalation")
     accounts: list[AgentAccount] = field(default_factory=default_accounts)
     bridge: BridgePlan | None = None  # this is a site's broker, bridged to the central one
 
@@ -130,6 +140,8 @@ class BrokerPlan:
         check_prefix(self.prefix)
         check_prefix(self.ha_prefix)
         check_identifier(self.share_group, "share group")
+        for group in self.role_groups:
+            check_identifier(group, "share group")
         if _CLIENT in self.prefix or _CLIENT in self.ha_prefix:
             raise ValueError(f"topic prefixes may not contain {_CLIENT!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -224,6 +236,16 @@ def render_acl(plan: BrokerPlan) -> str:
             lines += [
                 f"topic read {t.all_frames()}",
                 f"topic write {t.all_results()}",
+                # shadow readings; frames for a second reading (escalation agents read them
+                # in their share group) and the readings back, each to the agent that asked
+                # (its own escalated/ topic, granted by the plugin under its id)
+                f"topic write {SHADOW.filter(t)}",
+                f"topic readwrite {ESCALATIONS.filter(t)}",
+                f"topic write {ESCALATED.filter(t)}",
+                # who is online: a fallback stands in while no primary is, and a primary
+                # escalates only while an escalation agent is
+                f"topic read {t.all_availability()}",
+                f"topic read {t.all_status()}",
             ]
         elif acc.role == "ledger":
             # results: it stores every one, and may publish one again (the replay command);
@@ -233,6 +255,8 @@ def render_acl(plan: BrokerPlan) -> str:
                 f"topic readwrite {t.all_results()}",
                 f"topic write {ACKS.filter(t)}",
                 f"topic read {ANNOUNCEMENTS.filter(t)}",
+                # shadow agents' readings, compared with the results
+                f"topic read {SHADOW.filter(t)}",
             ]
         elif acc.role == "bridge":  # a site broker: its station's traffic (bridge.py)
             assert acc.station is not None
@@ -277,7 +301,7 @@ def own_topics(plan: BrokerPlan) -> tuple[list[str], list[str]]:
         t.dead_letters(c),
         discovery_topic(plan.ha_prefix, c),
     ]
-    read = [t.requests(c)]
+    read = [t.requests(c), t.escalated(c)]
     return [w.replace(c, "%c") for w in write], [r.replace(c, "%c") for r in read]
 
 
@@ -291,8 +315,9 @@ def render_plugin(plan: BrokerPlan) -> list[str]:
     if agents:
         lines.append(f"plugin_opt_agents {','.join(agents)}")
     lines += [f"plugin_opt_own_write {','.join(write)}", f"plugin_opt_own_read {','.join(read)}"]
-    if sharers:  # no inference user: nobody may join the group
-        lines.append(f"plugin_opt_share_{plan.share_group} {','.join(sharers)}")
+    if sharers:  # no inference user: nobody may join the groups
+        for group in dict.fromkeys((plan.share_group, *plan.role_groups)):
+            lines.append(f"plugin_opt_share_{group} {','.join(sharers)}")
     for acc in plan.accounts:
         if acc.role == "bridge":
             assert acc.station is not None

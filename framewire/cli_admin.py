@@ -311,7 +311,10 @@ def broker(
         raise typer.Exit(EXIT_CONFIG)
 
     base = load_settings(AgentSettings)  # the ACL must use the agents' topic prefixes
-    share_group = load_settings(InferenceSettings).share_group or "inference"
+    inference = load_settings(InferenceSettings)
+    share_group = inference.share_group or "inference"
+    # this box's inference agent may be a shadow or escalation agent in a group of its own
+    role_groups = tuple(dict.fromkeys(("shadow", "escalation", inference.group() or "shadow")))
     folder = data_dir or base.data_dir / "broker"
     try:
         bridge = None
@@ -336,6 +339,7 @@ def broker(
             tls_ca=tls_ca,
             tls_port=tls_port,
             share_group=share_group,
+            role_groups=role_groups,
             bridge=bridge,
         )
     except ValueError as exc:

@@ -4,6 +4,16 @@ Frames wait in the `frames` lane, bounded: when it is full the broker holds the 
 the stream (the agent's Receive Maximum), and a frame is acknowledged to the broker only
 once its result is published. The pipeline runs in worker threads, never on the loop, a
 micro-batch of frames per call (batch_size, batch_wait_ms).
+
+Its role (`[inference] role`) decides which frames it reads and where its readings go:
+
+    primary     its share of the stream; results to the frame's station. With escalate,
+                a card read below the threshold is read again by an escalation agent
+                first, and the better reading is published, both kept in `opinions`.
+    fallback    as primary, but subscribed only while no primary is online
+    shadow      a copy of the stream, in its own share group; Opinions on shadow/, which
+                the ledger compares with the results and never counts
+    escalation  frames primaries escalate; its reading goes back to the one that asked
 """
 
 from __future__ import annotations
@@ -11,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -29,30 +41,73 @@ from framewire.edge_agents.runtime import (
 from framewire.edge_agents.runtime.batching import Batcher
 from framewire.edge_agents.runtime.commands import CommandResult, Scalar
 from framewire.edge_agents.runtime.homeassistant import Entity, status_sensor
+from framewire.edge_agents.runtime.presence import AgentPresence
 from framewire.inference_agent.build import build_pipeline
 from framewire.inference_agent.cards.recognizer import RecognizeCard
 from framewire.inference_agent.models import ModelError, default_manifest_path, load_manifests
 from framewire.inference_agent.pipeline import Outcome, Pipeline
 from framewire.inference_agent.settings import InferenceSettings
-from framewire.schemas import FrameMeta, InferenceResult, encode_json, utc_now
-from framewire.schemas.channels import FRAMES, RESULTS, THUMBNAIL, Frame
+from framewire.schemas import (
+    ErrorKind,
+    FrameMeta,
+    InferenceResult,
+    MessageError,
+    encode_json,
+    frame_properties,
+    utc_now,
+)
+from framewire.schemas.channels import (
+    AVAILABILITY,
+    ESCALATED,
+    ESCALATIONS,
+    FRAMES,
+    RESULTS,
+    SHADOW,
+    STATUS,
+    THUMBNAIL,
+    Frame,
+)
 
 logger = logging.getLogger(__name__)
 
 Job = tuple[FrameMeta, bytes, datetime]
+# seconds a fallback agent listens to the retained presence before it decides to stand in
+FALLBACK_SETTLE = 1.0
 
 SPEC = AgentSpec(
     kind="inference",
     receives=(
         Receive(
             FRAMES,
-            "Frames of every station; the agents of a share group split the stream.",
+            "Frames of every station; the agents of a share group split the stream "
+            "(primary and fallback agents in one group, shadow agents in their own).",
             "frames",
             shared=True,
         ),
+        Receive(
+            ESCALATIONS,
+            "Escalation agents: frames a primary read below its threshold.",
+            "frames",
+            shared=True,
+        ),
+        Receive(
+            ESCALATED,
+            "An escalation agent's reading of a frame this agent sent it.",
+            "control",
+        ),
+        Receive(
+            AVAILABILITY,
+            "Which agents are online: a fallback takes frames only while no primary is, and "
+            "a primary escalates only while an escalation agent is.",
+            "control",
+        ),
+        Receive(STATUS, "Each agent's kind and role.", "control"),
     ),
     sends=(
         Send(RESULTS, "One result per frame, to the frame's station."),
+        Send(SHADOW, "Shadow agents: their reading of each frame, compared, never counted."),
+        Send(ESCALATIONS, "A frame read below the threshold, for a second reading."),
+        Send(ESCALATED, "Escalation agents: the reading, to the agent that asked."),
         Send(THUMBNAIL, "A small JPEG of the last frame (Home Assistant's image).", 0, True),
     ),
     lanes=(Lane("frames", capacity=8, workers=8, summary="frames waiting for the pipeline"),),
@@ -61,6 +116,14 @@ SPEC = AgentSpec(
         "results.ok": "results published for frames read",
         "results.error": "results published for frames that could not be read",
         "results.cached": "results answered from the cache (a resend of a frame seen before)",
+        "results.shadow": "shadow readings published (shadow agents)",
+        "escalations.sent": "frames sent for a second reading",
+        "escalations.kept": "second readings kept: better than this agent's",
+        "escalations.unanswered": "second readings not back within escalate_timeout",
+        "escalations.skipped": "frames below the threshold kept as read: no escalation "
+        "agent online",
+        "escalations.answered": "frames read again for another agent (escalation agents)",
+        "fallback.takeovers": "times a fallback agent started taking frames",
         "model_swaps": "models replaced by reload_model",
         "model_swaps.refused": "reload_model requests refused (the old model stays)",
     },
@@ -88,6 +151,11 @@ class InferenceAgent:
             concurrency=settings.workers,
         )
         self.in_hand = 0
+        self.role = settings.role
+        self.presence = AgentPresence(runtime.topics)
+        # frames sent for a second reading, by frame id: the reading when it comes back
+        self._escalated: dict[str, asyncio.Future[InferenceResult]] = {}
+        runtime.details.update(role=self.role, receiving=self.role != "fallback")
         runtime.gauge("frames_waiting", lambda: self.in_hand + runtime.dispatcher.depth("frames"))
         runtime.gauge("cache_entries", lambda: len(pipeline.cache))
         runtime.count_throughput("frames.received")
@@ -132,7 +200,7 @@ class InferenceAgent:
                 load.labels(agent=runtime.agent_id, model=name).set(seconds)
         runtime.details.update(
             stages=",".join(settings.stage_names()),
-            share_group=settings.share_group or "",
+            share_group=settings.group() or "",
             catalog=str(settings.catalog) if settings.catalog else None,
         )
         for name, text in pipeline.models().items():
@@ -147,6 +215,8 @@ class InferenceAgent:
         return await asyncio.get_running_loop().run_in_executor(self.pool, run)
 
     async def on_frame(self, message: Inbound[Frame]) -> None:
+        """A frame from the stream (or, for an escalation agent, one sent to be read again):
+        read it, then publish the reading where this agent's role says."""
         received_at = utc_now()
         meta, payload = message.value
         self.runtime.count("frames.received")
@@ -162,19 +232,139 @@ class InferenceAgent:
                     frame_id=meta.frame_id,
                     payload=payload,
                 )
-            if outcome.result is not None:
-                try:
-                    await self.runtime.send(RESULTS, meta.station, encode_json(outcome.result))
-                except aiomqtt.MqttError as err:
-                    # not acknowledged on a connection that is gone: the frame comes again
-                    # (or its station resends it) and the cache answers it
-                    logger.info("result of frame %s not published: %s", meta.frame_id, err)
-                    return
-                kind = "cached" if outcome.result.cached else outcome.result.status
-                self.runtime.count(f"results.{kind}")
-                await self._report(outcome.result)
+            result = outcome.result
+            if result is None:
+                return
+            try:
+                if self.role == "shadow":
+                    opinion = result.opinion("shadow")
+                    await self.runtime.send(SHADOW, meta.station, encode_json(opinion))
+                    self.runtime.count("results.shadow")
+                elif self.role == "escalation":
+                    await self._answer(message, result)
+                    self.runtime.count("escalations.answered")
+                else:
+                    if self._below_threshold(result):
+                        result = await self._second_reading(meta, payload, result)
+                    await self.runtime.send(RESULTS, meta.station, encode_json(result))
+                    kind = "cached" if result.cached else result.status
+                    self.runtime.count(f"results.{kind}")
+            except aiomqtt.MqttError as err:
+                # not acknowledged on a connection that is gone: the frame comes again
+                # (or its station resends it) and the cache answers it
+                logger.info("reading of frame %s not published: %s", meta.frame_id, err)
+                return
+            await self._report(result)
         finally:
             self.in_hand -= 1
+
+    # --- escalation -----------------------------------------------------------------------
+    def _below_threshold(self, result: InferenceResult) -> bool:
+        card = result.card
+        return (
+            self.settings.escalate
+            and result.status == "ok"
+            and card is not None
+            and card.status != "identified"
+        )
+
+    async def _second_reading(
+        self, meta: FrameMeta, payload: bytes, first: InferenceResult
+    ) -> InferenceResult:
+        """Ask an escalation agent to read the frame again and return the better reading,
+        both recorded in its `opinions`; this agent's own when none is online or none
+        answers in time."""
+        if not self.presence.online("inference", role="escalation"):
+            self.runtime.count("escalations.skipped")
+            return first
+        props = frame_properties(meta)
+        props.ResponseTopic = ESCALATED.topic(self.runtime.topics, self.runtime.agent_id)
+        props.CorrelationData = meta.frame_id.encode()
+        # a resend of a frame still out shares the reading asked for first
+        waiting = self._escalated.setdefault(
+            meta.frame_id, asyncio.get_running_loop().create_future()
+        )
+        try:
+            await self.runtime.send(ESCALATIONS, meta.station, payload, properties=props)
+            self.runtime.count("escalations.sent")
+            try:
+                async with asyncio.timeout(self.settings.escalate_timeout):
+                    second = await asyncio.shield(waiting)
+            except TimeoutError:
+                self.runtime.count("escalations.unanswered")
+                logger.warning(
+                    "frame %s: no second reading within %.0f s (escalate_timeout); keeping "
+                    "this agent's",
+                    meta.frame_id,
+                    self.settings.escalate_timeout,
+                )
+                return first
+        finally:
+            if self._escalated.get(meta.frame_id) is waiting:
+                del self._escalated[meta.frame_id]
+        keep_second = better(second, first)
+        if keep_second:
+            self.runtime.count("escalations.kept")
+        kept, other = (second, first) if keep_second else (first, second)
+        opinions = [
+            first.opinion(self.role).model_copy(update={"kept": not keep_second}),
+            second.opinion("escalation").model_copy(update={"kept": keep_second}),
+        ]
+        # the kept reading, with this frame's timings (received here) and both opinions
+        return kept.model_copy(
+            update={
+                "opinions": opinions,
+                "received_at": first.received_at,
+                "thumbnail": kept.thumbnail or other.thumbnail,
+            }
+        )
+
+    async def on_escalated(self, message: Inbound[InferenceResult]) -> None:
+        """A second reading came back: hand it to the frame waiting for it."""
+        if message.source != self.runtime.agent_id:
+            return
+        second = message.value
+        waiting = self._escalated.get(second.frame_id)
+        if waiting is None or waiting.done():
+            logger.info("second reading of frame %s came too late", second.frame_id)
+            return
+        waiting.set_result(second)
+
+    async def _answer(self, message: Inbound[Frame], result: InferenceResult) -> None:
+        """An escalation agent's reading goes to the response topic of the frame, which
+        must be an agent's escalated/ topic: never anywhere this agent's rights reach."""
+        reply_to = getattr(message.properties, "ResponseTopic", None)
+        asker = ESCALATED.param_of(self.runtime.topics, reply_to) if reply_to else None
+        if asker is None:
+            raise MessageError(
+                ErrorKind.UNDELIVERABLE,
+                f"an escalated frame must name a response topic under "
+                f"{self.runtime.topics.prefix}/escalated/, not {str(reply_to)[:200]!r}",
+            )
+        await self.runtime.send(ESCALATED, asker, encode_json(result))
+
+    # --- fallback ---------------------------------------------------------------------------
+    async def stand_in(self) -> None:
+        """A fallback agent: take frames while no primary is online, hand back when one is.
+
+        It joins the share group only then, and says so in its status (`receiving`), which
+        capture counts: frames wait for it rather than go to an empty group. On handing back
+        it leaves the group; capture then sends again whatever it had not answered."""
+        await asyncio.sleep(FALLBACK_SETTLE)  # the retained presence arrives first
+        while True:
+            self.presence.changed.clear()
+            wanted = not self.presence.online("inference", role="primary")
+            if wanted != self.runtime.receiving(FRAMES):
+                await self.runtime.set_receiving(FRAMES, wanted)
+                self.runtime.details["receiving"] = wanted
+                if wanted:
+                    self.runtime.count("fallback.takeovers")
+                    logger.warning("no primary inference agent online: taking frames")
+                else:
+                    primaries = ", ".join(self.presence.online("inference", role="primary"))
+                    logger.info("primary inference agent online (%s): handing back", primaries)
+                await self.runtime.publish_status()
+            await self.presence.changed.wait()
 
     async def _report(self, result: InferenceResult) -> None:
         """Metrics, status details and the retained thumbnail (a Home Assistant image)."""
@@ -232,6 +422,21 @@ class InferenceAgent:
         return f"catalog has {len(catalog)} cards", {"cards": len(catalog)}
 
 
+def better(second: InferenceResult, first: InferenceResult) -> bool:
+    """True when the second reading of a frame is better than the first: a card identified
+    beats one to review, which beats none; then the higher confidence. A tie keeps the
+    first."""
+    rank = {"identified": 2, "needs_review": 1, "unknown": 0}
+
+    def score(result: InferenceResult) -> tuple[int, int, float]:
+        card = result.card
+        if card is None:
+            return (result.status == "ok", -1, 0.0)
+        return (result.status == "ok", rank[card.status], card.confidence)
+
+    return score(second) > score(first)
+
+
 async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None) -> None:
     """Run the inference agent until `stop` is set or SIGTERM/SIGINT arrives."""
     # A member of a share group keeps no session: Mosquitto goes on dealing shares to an
@@ -240,11 +445,23 @@ async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None)
     # resends what the dead one held as soon as its Last Will says it is gone.
     capacity = settings.queue_size + settings.workers * settings.batch_size
     spec = SPEC.resized("frames", capacity=capacity, workers=capacity)
-    runtime = AgentRuntime(settings, spec, persistent=not settings.share_group)
+    group = settings.group()
+    runtime = AgentRuntime(settings, spec, persistent=not group)
     pipeline = await asyncio.to_thread(build_pipeline, settings, agent_id=runtime.agent_id)
     agent = InferenceAgent(settings, runtime, pipeline)
     topics = runtime.topics
-    runtime.receive(FRAMES, agent.on_frame, share=settings.share_group or None)
+    tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+    if settings.role == "escalation":
+        runtime.receive(ESCALATIONS, agent.on_frame, share=group)
+    else:
+        runtime.receive(FRAMES, agent.on_frame, share=group, on=settings.role != "fallback")
+    if settings.role == "fallback" or settings.escalate:
+        runtime.receive(AVAILABILITY, agent.presence.on_availability)
+        runtime.receive(STATUS, agent.presence.on_status)
+    if settings.role == "fallback":
+        tasks["stand_in"] = agent.stand_in
+    if settings.escalate:
+        runtime.receive(ESCALATED, agent.on_escalated, ident=runtime.agent_id)
     runtime.command("reload_model", agent.reload_model)
     runtime.entities.append(
         Entity(
@@ -256,7 +473,7 @@ async def run(settings: InferenceSettings, *, stop: asyncio.Event | None = None)
     )
     runtime.command("reload_catalog", agent.reload_catalog)
     try:
-        await runtime.run({}, stop=stop)
+        await runtime.run(tasks, stop=stop)
     finally:
         await agent.batches.close()
         agent.pool.shutdown(wait=False, cancel_futures=True)

@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from framewire.edge_agents.runtime import AgentSettings
 from framewire.edge_agents.runtime.images import ShapeLimits
 from framewire.inference_agent.stages import IMAGE_STAGES, STAGES, check_stages, default_stages
 from framewire.schemas import check_identifier
+from framewire.schemas.messages import Role
+
+# the share group each role joins unless share_group says otherwise
+DEFAULT_GROUPS: dict[str, str] = {
+    "primary": "inference",
+    "fallback": "inference",
+    "shadow": "shadow",
+    "escalation": "escalation",
+}
 
 
 class InferenceSettings(AgentSettings):
@@ -20,10 +29,33 @@ class InferenceSettings(AgentSettings):
     default_metrics_port: ClassVar[int] = 9743
     agent_kind: ClassVar[str] = "inference"
 
+    role: Role = Field(
+        default="primary",
+        description="primary: takes its share of the frame stream (distributed mode). "
+        "fallback: takes frames only while no primary is online (an agent on the capture "
+        "box, say), and hands back when one returns. shadow: reads a copy of every frame "
+        "with its own model; its readings are compared with the results (framewire shadow "
+        "report) and never count. escalation: reads again, on a heavier model, the frames "
+        "a primary with escalate = true read below its threshold.",
+    )
     share_group: str | None = Field(
         default="inference",
-        description="MQTT 5 shared-subscription group: inference agents in one group split "
-        "the frame stream between them. Empty: every agent gets every frame.",
+        description="MQTT 5 shared-subscription group: agents in one group split the stream "
+        "between them. Unset, each role has its own: inference (primary and fallback), "
+        "shadow, escalation. Empty: every agent gets every frame.",
+    )
+    escalate: bool = Field(
+        default=False,
+        description="Send a frame whose card reads below confidence_threshold to an "
+        "escalation agent (role = escalation) and keep the better reading; both are "
+        "recorded in the result's opinions. With no escalation agent online, or none "
+        "answering within escalate_timeout, this agent's own reading stands.",
+    )
+    escalate_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for an escalation agent's reading.",
     )
     queue_size: int = Field(
         default=8,
@@ -99,6 +131,12 @@ class InferenceSettings(AgentSettings):
             max_aspect_ratio=self.max_aspect_ratio,
         )
 
+    def group(self) -> str | None:
+        """The share group this agent joins (None: none; it gets every frame)."""
+        if "share_group" in self.model_fields_set:
+            return self.share_group
+        return DEFAULT_GROUPS[self.role]
+
     def stage_names(self) -> list[str]:
         """The stages this agent runs, in order."""
         if self.stages is not None:
@@ -122,6 +160,15 @@ class InferenceSettings(AgentSettings):
             return None
         catalog = "catalog" not in info.data or info.data["catalog"] is not None
         return check_stages(value, catalog=catalog)
+
+    @model_validator(mode="after")
+    def _escalating_role(self) -> InferenceSettings:
+        if self.escalate and self.role not in ("primary", "fallback"):
+            raise ValueError(
+                f"escalate is for primary and fallback agents, not for role = {self.role!r} "
+                "(its readings are not escalated)"
+            )
+        return self
 
     @field_validator("share_group")
     @classmethod

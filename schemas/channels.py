@@ -87,9 +87,10 @@ class Channel:
         """The message, validated; MessageError says what is wrong with it."""
         value = _DECODERS[self.message](payload, properties)
         if self.names_field is not None:
-            named = getattr(value.meta if isinstance(value, Frame) else value, self.names_field)
+            framed = isinstance(value, Frame)
+            named = getattr(value.meta if framed else value, self.names_field)
             if named != ident:
-                what = self.message if not isinstance(value, Frame) else "frame"
+                what = "frame" if framed else self.message
                 raise MessageError(
                     ErrorKind.SCHEMA_INVALID,
                     f"{what} of {self.param} {named!r} arrived on the topic of {ident!r}",
@@ -149,6 +150,30 @@ RESULTS = Channel(
     "Results for one station.",
     "station",
 )
+SHADOW = Channel(
+    "shadow",
+    "Opinion",
+    "station",
+    TopicTree.shadow,
+    "Shadow agents' readings of one station's frames, compared with the results; never inventory.",
+    "station",
+)
+ESCALATIONS = Channel(
+    "escalate",
+    "Frame",
+    "station",
+    TopicTree.escalations,
+    "Frames of one station read below the confidence threshold, for a second reading; "
+    "the MQTT 5 response topic names where the reading goes (under escalated/).",
+    "station",
+)
+ESCALATED = Channel(
+    "escalated",
+    "InferenceResult",
+    "agent",
+    TopicTree.escalated,
+    "An escalation agent's reading of a frame, to the agent that sent it.",
+)
 ACKS = Channel(
     "acks",
     "LedgerAck",
@@ -185,6 +210,9 @@ CHANNELS: tuple[Channel, ...] = (
     FRAMES,
     ANNOUNCEMENTS,
     RESULTS,
+    SHADOW,
+    ESCALATIONS,
+    ESCALATED,
     ACKS,
     AVAILABILITY,
     STATUS,

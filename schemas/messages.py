@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from framewire.schemas.ids import AgentId, FrameId, StationId
 from framewire.schemas.names import mqtt_string_problem
@@ -144,6 +153,43 @@ class CardRecognition(Message):
     )
 
 
+Role = Literal["primary", "fallback", "shadow", "escalation"]
+
+
+class Opinion(Message):
+    """One agent's reading of a frame, beside the result that counts: a shadow agent's (on
+    the shadow channel, never inventory), or each of the two readings of an escalated frame
+    (in the kept result's `opinions`)."""
+
+    schema_version: Literal[1] = Field(default=1, description="Message version.")
+    frame_id: FrameId
+    station: StationId
+    agent_id: AgentId = Field(description="Inference agent that read the frame.")
+    role: Role = Field(description="What the agent was doing: primary, shadow, escalation...")
+    sha256: Sha256Hex
+    status: Literal["ok", "error"] = Field(description="`error`: the frame could not be read.")
+    card_status: Literal["identified", "needs_review", "unknown"] | None = Field(
+        default=None, description="The card recogniser's verdict; None: no card stage ran."
+    )
+    card_name: str | None = Field(default=None, max_length=200)
+    set_name: str | None = Field(default=None, max_length=200)
+    card_number: str | None = Field(default=None, max_length=64)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    processing_ms: float = Field(ge=0, description="Pipeline time, milliseconds.")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Models used: name -> version and backend."
+    )
+    kept: bool = Field(
+        default=False, description="For an escalated frame: this reading is the one kept."
+    )
+
+    def verdict(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """What two readings must share to agree: the verdict and the card."""
+        if self.card_status != "identified":
+            return (self.card_status, None, None, None)
+        return (self.card_status, self.card_name, self.set_name, self.card_number)
+
+
 class InferenceResult(Message):
     """What an inference agent found in one frame."""
 
@@ -171,6 +217,42 @@ class InferenceResult(Message):
     cached: bool = Field(
         default=False, description="True when the outputs came from the sha256 cache."
     )
+    opinions: list[Opinion] = Field(
+        default_factory=list,
+        description="An escalated frame: both readings, the kept one marked (this result "
+        "is that one). Left out of the JSON when empty, so readers that predate it read "
+        "every other result.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_opinions(self, handler: SerializerFunctionWrapHandler) -> object:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("opinions"):
+            data.pop("opinions", None)
+        return data
+
+    def opinion(self, role: Role) -> Opinion:
+        """This result as an Opinion (what shadow agents publish, what escalation keeps)."""
+        card = self.card
+        return Opinion(
+            frame_id=self.frame_id,
+            station=self.station,
+            agent_id=self.agent_id,
+            role=role,
+            sha256=self.sha256,
+            status=self.status,
+            card_status=card.status if card else None,
+            card_name=_clip(card.card_name, 200) if card else None,
+            set_name=_clip(card.set_name, 200) if card else None,
+            card_number=_clip(card.card_number, 64) if card else None,
+            confidence=card.confidence if card else None,
+            processing_ms=round(sum(s.ms for s in self.stages), 3),
+            models=dict(self.models),
+        )
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    return text[:limit] if text is not None else None
 
 
 class LedgerAck(Message):
@@ -273,6 +355,7 @@ class CommandResponse(Message):
 JSON_MESSAGES: dict[str, type[Message]] = {
     "FrameAnnouncement": FrameAnnouncement,
     "InferenceResult": InferenceResult,
+    "Opinion": Opinion,
     "LedgerAck": LedgerAck,
     "AgentStatus": AgentStatus,
     "DeadLetter": DeadLetter,

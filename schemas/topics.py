@@ -3,6 +3,13 @@
     <prefix>/frames/<station>                 image bytes, metadata in MQTT 5 user properties
     <prefix>/announce/<station>               FrameAnnouncement (JSON), before a frame is sent
     <prefix>/results/<station>                InferenceResult (JSON)
+    <prefix>/shadow/<station>                 Opinion (JSON): a shadow agent's reading, never
+                                              inventory
+    <prefix>/escalate/<station>               a frame read below the confidence threshold,
+                                              for the escalation agents (as on frames/, with
+                                              an MQTT 5 response topic under escalated/)
+    <prefix>/escalated/<agent>                InferenceResult (JSON): an escalation agent's
+                                              reading, to the agent that asked for it
     <prefix>/acks/<station>                   LedgerAck (JSON), once a result is committed
     <prefix>/agents/<agent>/availability      "online" / "offline", retained, Last Will
     <prefix>/agents/<agent>/status            AgentStatus (JSON), retained
@@ -53,7 +60,19 @@ class TopicTree:
 
     def shared_frames(self, group: str) -> str:
         """MQTT 5 shared subscription: each frame goes to one member of `group`."""
-        return f"$share/{check_identifier(group, 'share group')}/{self.all_frames()}"
+        return shared(group, self.all_frames())
+
+    def escalations(self, station: str) -> str:
+        """Frames an inference agent read below its threshold, for a second reading."""
+        return f"{self.prefix}/escalate/{check_identifier(station, 'station id')}"
+
+    def escalated(self, agent: str) -> str:
+        """Where an escalation agent answers the agent that sent it a frame."""
+        return f"{self.prefix}/escalated/{check_identifier(agent, 'agent id')}"
+
+    def shadow(self, station: str) -> str:
+        """Shadow agents' readings of a station's frames (they never count)."""
+        return f"{self.prefix}/shadow/{check_identifier(station, 'station id')}"
 
     def announcements(self, station: str) -> str:
         """Where a station vouches for its frames, for the ledger (only its user may write)."""
@@ -116,6 +135,11 @@ class TopicTree:
         if rest == topic or index >= len(parts):
             raise ValueError(f"topic {topic!r} is not under prefix {self.prefix!r}")
         return parts[index]
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT 5 shared subscription to `topic_filter`: each message to one member."""
+    return f"$share/{check_identifier(group, 'share group')}/{topic_filter}"
 
 
 # --- Home Assistant, under its own discovery prefix --------------------------------------

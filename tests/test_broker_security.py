@@ -161,20 +161,29 @@ def test_a_client_id_can_only_be_used_by_its_own_user(pipeline: Pipeline) -> Non
     assert out.count("connected to") == 1 and "connection lost" not in out, out
 
 
-def test_only_inference_users_join_the_inference_share_group(broker: Broker) -> None:
+@pytest.mark.parametrize(
+    ("group", "channel"),
+    [("inference", "frames"), ("shadow", "frames"), ("escalation", "escalate")],
+)
+def test_only_inference_users_join_the_inference_share_groups(
+    broker: Broker, group: str, channel: str
+) -> None:
+    """The primary and fallback agents' group, the shadow agents' and the escalation
+    agents' (which read the frames primaries send them for a second reading)."""
     t = TopicTree(broker.prefix)
-    group = t.shared_frames("inference")
+    topic = t.frames(STATION) if channel == "frames" else t.escalations(STATION)
+    shared = f"$share/{group}/{topic.rsplit('/', 1)[0]}/+"
     with (
-        login(broker, "inference", group) as member,
-        login(broker, USERS["capture"], group) as capture,
-        login(broker, "observer", group) as reader,
-        Recorder(broker.port, group) as anonymous,
-        login(broker, USERS["capture"]) as sender,
+        login(broker, "inference", shared) as member,
+        login(broker, USERS["capture"], shared) as capture,
+        login(broker, "observer", shared) as reader,
+        Recorder(broker.port, shared) as anonymous,
+        login(broker, USERS["capture"] if channel == "frames" else "inference") as sender,
     ):
         for i in range(12):
-            sender.publish(t.frames(STATION), jpeg_bytes(i))
+            sender.publish(topic, jpeg_bytes(i))
         # without the plugin the group had four members, each dealt every fourth frame
-        wait_until(lambda: len(member.on(t.all_frames())) == 12, what="all 12 frames")
+        wait_until(lambda: len(member.on(topic)) == 12, what="all 12 frames")
         time.sleep(0.3)
         assert capture.messages == [] and reader.messages == [] and anonymous.messages == []
 

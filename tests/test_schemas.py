@@ -202,12 +202,19 @@ def test_asyncapi_document_names_every_channel_and_message() -> None:
     assert doc["asyncapi"] == "3.0.0"
     assert doc["channels"]["frames"]["address"] == "{prefix}/frames/{station}"
     assert doc["channels"]["announce"]["address"] == "{prefix}/announce/{station}"
+    assert doc["channels"]["shadow"]["address"] == "{prefix}/shadow/{station}"
+    assert doc["channels"]["escalated"]["address"] == "{prefix}/escalated/{agent}"
+    # what the roles do, from the inference and ledger agents' declarations
+    assert {"inferenceSendsShadow", "ledgerReceivesShadow", "inferenceReceivesEscalate"} <= set(
+        doc["operations"]
+    )
     assert set(doc["components"]["messages"]) == {
         "Frame",
         "Thumbnail",
         "Availability",
         "FrameAnnouncement",
         "InferenceResult",
+        "Opinion",
         "LedgerAck",
         "AgentStatus",
         "DeadLetter",

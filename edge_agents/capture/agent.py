@@ -183,7 +183,7 @@ class CaptureAgent:
         self.pending = 0
         runtime.gauge("pending", lambda: self.pending)
         runtime.metrics.inference_online(
-            lambda: len(self.presence.online("inference")), station=settings.station
+            lambda: len(self.presence.taking_frames()), station=settings.station
         )
         runtime.details.update(
             station=settings.station,
@@ -409,12 +409,14 @@ class CaptureAgent:
         self.runtime.receive(STATUS, self.presence.on_status)
 
     # --- who can take frames --------------------------------------------------------------
-    def _inference_went_offline(self, agent: str, kind: str) -> None:
+    def _inference_went_offline(self, agent: str, kind: str, role: str) -> None:
         """A dead inference agent took the frames the broker had dealt it, and its session
         with them (shared-subscription members keep none): send those again now rather than
-        after ack_timeout. The ledger writes a frame once, so a frame that was in fact
-        answered costs a cache lookup, never a second row."""
-        if kind == "inference":
+        after ack_timeout. The same when a fallback agent hands back (it may have been dealt
+        frames as it left the group), or an escalation agent dies with frames it was asked
+        to read again. The ledger writes a frame once, so a frame that was in fact answered
+        costs a cache lookup, never a second row. Shadow agents answer nothing that counts."""
+        if kind == "inference" and role != "shadow":
             self._resend_pending = True
             self.wake()
 
@@ -424,7 +426,7 @@ class CaptureAgent:
         self.wake()
 
     def _no_inference_online(self) -> bool:
-        online = self.presence.online("inference")
+        online = self.presence.taking_frames()
         self.runtime.details["inference_online"] = len(online)
         if online or not self.settings.wait_for_inference:
             if self._holding_said:

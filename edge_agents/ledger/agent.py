@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
+from framewire.edge_agents.ledger.opinions import Compared
 from framewire.edge_agents.ledger.recording import Announced, Recorded, Written
 from framewire.edge_agents.ledger.settings import LedgerSettings
 from framewire.edge_agents.ledger.store import newest_backup
@@ -33,12 +36,14 @@ from framewire.schemas import (
     InferenceResult,
     LedgerAck,
     MessageError,
+    Opinion,
     check_identifier,
     encode_json,
 )
-from framewire.schemas.channels import ACKS, ANNOUNCEMENTS, RESULTS
+from framewire.schemas.channels import ACKS, ANNOUNCEMENTS, RESULTS, SHADOW
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # results and announcements committed together, at most: a burst shares one transaction
 # (one fsync), and each result is acknowledged only once its transaction is on disk
@@ -52,6 +57,11 @@ SPEC = AgentSpec(
             ANNOUNCEMENTS,
             "The frames each station vouches for: only their results are inventory.",
             "announcements",
+        ),
+        Receive(
+            SHADOW,
+            "Shadow agents' readings: kept beside the results, compared, never inventory.",
+            "opinions",
         ),
     ),
     sends=(
@@ -71,6 +81,12 @@ SPEC = AgentSpec(
             workers=COMMIT_BATCH,
             summary="announcements waiting for their group commit (the results' commit)",
         ),
+        Lane(
+            "opinions",
+            capacity=2 * COMMIT_BATCH,
+            workers=COMMIT_BATCH,
+            summary="shadow readings waiting for their group commit",
+        ),
     ),
     counters={
         "results.ledgered": "results stored as inventory (their station announced them)",
@@ -83,6 +99,9 @@ SPEC = AgentSpec(
         "results.duplicate": "results already in the ledger (a resend), acknowledged again",
         "ledger.write_failures": "results not stored: the database could not be written",
         "ledger.commits": "transactions committed (each holds one or more results)",
+        "shadow.agreed": "shadow readings that agree with the frame's result",
+        "shadow.disagreed": "shadow readings that do not agree with the frame's result",
+        "shadow.unmatched": "shadow readings stored before the frame's result",
     },
     commands={
         "replay": "publish a ledgered result again (frame_id=...)",
@@ -98,6 +117,9 @@ class LedgerAgent:
         self.store = store
         self._commits: Batcher[InferenceResult | FrameAnnouncement, Written] = Batcher(
             self._commit, max_size=COMMIT_BATCH
+        )
+        self._opinions: Batcher[Opinion, Compared] = Batcher(
+            self.store.record_opinions, max_size=COMMIT_BATCH
         )
         runtime.details.update(ledger=store.location)
         runtime.count_throughput("results.ledgered")
@@ -154,8 +176,11 @@ class LedgerAgent:
         return written
 
     async def _write(self, item: InferenceResult | FrameAnnouncement) -> Written:
+        return await self._guarded(self._commits.submit(item))
+
+    async def _guarded(self, write: Awaitable[T]) -> T:
         try:
-            written = await self._commits.submit(item)
+            written = await write
         except LedgerUnavailable as err:
             # A full or read-only disk: stay up and say so. The result is not acknowledged,
             # so the capture station resends its frame and nothing is lost.
@@ -172,6 +197,13 @@ class LedgerAgent:
             logger.warning("the ledger database writes again (%s)", self.store.location)
             self.runtime.set_degraded(None)
         return written
+
+    async def on_shadow(self, message: Inbound[Opinion]) -> None:
+        """A shadow reading: stored and compared, acknowledged to the broker only; it never
+        touches the results or the station."""
+        compared = await self._guarded(self._opinions.submit(message.value))
+        if compared != "repeat":
+            self.runtime.count(f"shadow.{compared}")
 
     async def on_announcement(self, message: Inbound[FrameAnnouncement]) -> None:
         announced = await self._write(message.value)
@@ -269,6 +301,7 @@ async def serve(
     await agent.stored.refresh()
     runtime.receive(RESULTS, agent.on_result)
     runtime.receive(ANNOUNCEMENTS, agent.on_announcement)
+    runtime.receive(SHADOW, agent.on_shadow)
     if settings.backup_keep > 0 and not store.backs_up_itself:
         runtime.schedule(
             "backup",

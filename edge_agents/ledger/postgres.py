@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from framewire.edge_agents.ledger import recording
+from framewire.edge_agents.ledger import opinions, recording
 from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
 from framewire.edge_agents.ledger.recording import (
     HASHED,
@@ -35,7 +35,7 @@ from framewire.edge_agents.ledger.recording import (
     Written,
 )
 from framewire.edge_agents.ledger.stores import LedgerError, LedgerUnavailable, redact
-from framewire.schemas import FrameAnnouncement, InferenceResult
+from framewire.schemas import FrameAnnouncement, InferenceResult, Opinion
 
 try:
     import psycopg
@@ -100,6 +100,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS results_station ON results (station, captured_at)",
     "CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256)",
     "CREATE INDEX IF NOT EXISTS results_card ON results (set_name, card_number, card_name)",
+    opinions.TABLE,  # shadow readings: added to any version's ledger
     # how far `framewire ledger migrate` has copied each SQLite ledger (by its rowid)
     """CREATE TABLE IF NOT EXISTS ledger_migrations (
     source          TEXT PRIMARY KEY,
@@ -286,6 +287,12 @@ class PostgresLedgerStore(recording.BatchWrites):
             return []
         return await self._run(lambda sql: recording.write_many(sql, self._index, items))
 
+    async def record_opinions(self, items: Sequence[Opinion]) -> list[opinions.Compared]:
+        """Shadow readings, in one transaction (`opinions.write`)."""
+        if not items:
+            return []
+        return await self._run(lambda sql: opinions.write(sql, items))
+
     async def backup(self, folder: Path, *, keep: int) -> Path:
         raise LedgerError(
             f"the ledger at {self.location} is in PostgreSQL: back it up with PostgreSQL "
@@ -370,3 +377,10 @@ class PostgresLedgerReader:
     def export(self, out: IO[str], fmt: str) -> int:
         """Write every row as CSV (flat columns) or JSON (an array of full results)."""
         return write_export(self.rows(), out, fmt)
+
+    def shadow_rows(self) -> list[tuple[Any, ...]]:
+        found = self._conn.execute("SELECT to_regclass('opinions') AS t").fetchone()
+        if found is None or found["t"] is None:  # no agent of this version has opened it
+            return []
+        rows = self._conn.execute(opinions.SHADOW_ROWS).fetchall()
+        return [tuple(row.values()) for row in rows]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from framewire.edge_agents.ledger import recording
+from framewire.edge_agents.ledger import opinions, recording
 from framewire.edge_agents.ledger.export import EXPORT_COLUMNS, full_result, write_export
 from framewire.edge_agents.ledger.lookalike import phash_bits
 from framewire.edge_agents.ledger.recording import (
@@ -33,7 +33,7 @@ from framewire.edge_agents.ledger.recording import (
 )
 from framewire.edge_agents.ledger.stores import LedgerUnavailable
 from framewire.edge_agents.runtime import SqliteThread, transaction
-from framewire.schemas import FrameAnnouncement, InferenceResult, utc_now
+from framewire.schemas import FrameAnnouncement, InferenceResult, Opinion, utc_now
 
 __all__ = ["EXPORT_COLUMNS", "SCHEMA_VERSION", "LedgerReader", "LedgerStore", "Recorded"]
 
@@ -81,6 +81,7 @@ CREATE INDEX IF NOT EXISTS results_station ON results (station, captured_at);
 CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256);
 CREATE INDEX IF NOT EXISTS results_card ON results (set_name, card_number, card_name);
 """
+_SCHEMA += opinions.TABLE + ";\n"  # shadow readings: added to a ledger of any version
 
 
 def _init(conn: sqlite3.Connection) -> None:
@@ -191,6 +192,10 @@ def _result(conn: sqlite3.Connection, frame_id: str) -> InferenceResult | None:
     return recording.stored_result(_Sql(conn), frame_id)
 
 
+def _opinions(conn: sqlite3.Connection, items: Sequence[Opinion]) -> list[opinions.Compared]:
+    return opinions.write(_Sql(conn), items)
+
+
 def _totals(conn: sqlite3.Connection) -> tuple[int, int]:
     return recording.totals(_Sql(conn))
 
@@ -261,6 +266,17 @@ class LedgerStore(recording.BatchWrites):
         except sqlite3.OperationalError as err:
             raise LedgerUnavailable(str(err), self.location) from err
 
+    async def record_opinions(self, items: Sequence[Opinion]) -> list[opinions.Compared]:
+        """Shadow readings, in one transaction (`opinions.write`)."""
+        if not items:
+            return []
+        try:
+            return await self._db.run(_opinions, items)
+        except LedgerUnavailable:
+            raise
+        except sqlite3.OperationalError as err:
+            raise LedgerUnavailable(str(err), self.location) from err
+
     async def backup(self, folder: Path, *, keep: int) -> Path:
         """Online backup (SQLite's backup API: consistent while the agent writes)."""
         return await self._db.run(_backup, folder, keep)
@@ -323,3 +339,9 @@ class LedgerReader:
     def export(self, out: IO[str], fmt: str) -> int:
         """Write every row as CSV (flat columns) or JSON (an array of full results)."""
         return write_export(self.rows(), out, fmt)
+
+    def shadow_rows(self) -> list[tuple[Any, ...]]:
+        try:
+            return [tuple(row) for row in self._conn.execute(opinions.SHADOW_ROWS)]
+        except sqlite3.OperationalError:  # a ledger no agent of this version has opened
+            return []

@@ -24,8 +24,9 @@ from typing import IO, Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from framewire.edge_agents.ledger.export import StoredRow
+from framewire.edge_agents.ledger.opinions import Compared
 from framewire.edge_agents.ledger.recording import Announced, Recorded, Written
-from framewire.schemas import FrameAnnouncement, InferenceResult
+from framewire.schemas import FrameAnnouncement, InferenceResult, Opinion
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -90,6 +91,11 @@ class Ledger(Protocol):
         LedgerUnavailable as `record_many` does."""
         ...
 
+    async def record_opinions(self, opinions: Sequence[Opinion]) -> list[Compared]:
+        """Store shadow readings in one transaction (never as results); for each, how it
+        compares with the frame's result (`opinions.write`)."""
+        ...
+
     async def backup(self, folder: Path, *, keep: int) -> Path:
         """A consistent copy in `folder`, keeping the newest `keep`; LedgerError when the
         database backs up itself."""
@@ -132,6 +138,10 @@ class LedgerView(Protocol):
 
     def export(self, out: IO[str], fmt: str) -> int:
         """Write every row as CSV (flat columns) or JSON (an array of full results)."""
+        ...
+
+    def shadow_rows(self) -> list[tuple[Any, ...]]:
+        """Every shadow reading beside its frame's result (`opinions.SHADOW_ROWS`)."""
         ...
 
 

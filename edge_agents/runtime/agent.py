@@ -154,10 +154,12 @@ class AgentRuntime:
         *,
         ident: str | None = None,
         share: str | None = None,
+        on: bool = True,
     ) -> None:
         """Handle what arrives on `channel` (for `ident` only, or every topic of it; through
         the shared subscription `share`); call before `run`. The handler gets the message
-        decoded and validated, in the lane the spec names."""
+        decoded and validated, in the lane the spec names. `on=False`: not subscribed until
+        `set_receiving` switches it on."""
         declared = [r for r in self.spec.receives if r.channel == channel]
         if not declared:
             raise UndeclaredError(
@@ -169,6 +171,24 @@ class AgentRuntime:
         topic = f"$share/{share}/{match}" if share else match
         lane = self.spec.lane(declared[0].lane)
         self.dispatcher.add(Route(topic, match, channel, handler, lane))
+        if not on:
+            self.dispatcher.paused.add(topic)
+
+    async def set_receiving(self, channel: Channel, on: bool) -> None:
+        """Subscribe to `channel` (as `receive` declared it) or unsubscribe, while connected
+        and on every reconnect: a fallback agent joins its share group only while it is
+        needed."""
+        routes = [r for r in self.dispatcher.routes if r.channel == channel]
+        if not routes:
+            raise UndeclaredError(f"the {self.kind} agent does not receive {channel.name}")
+        await self.session.switch([(r.topic, r.lane.qos) for r in routes], on=on)
+
+    def receiving(self, channel: Channel) -> bool:
+        """True while `channel` is subscribed to (or will be, on the next connection)."""
+        return any(
+            r.channel == channel and r.topic not in self.dispatcher.paused
+            for r in self.dispatcher.routes
+        )
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Call `callback()` each time a connection is up and subscribed (after a broker

@@ -46,6 +46,9 @@ class Dispatcher:
     ) -> None:
         self.tree = tree
         self.routes: list[Route] = []
+        # routes not subscribed to now (switched off while connected, or not yet on): the
+        # session leaves them out of every subscription, a reconnect included
+        self.paused: set[str] = set()
         self._dead_letter = dead_letter
         self._count = count
         self._queues: dict[str, asyncio.Queue[_Item]] = {}

@@ -151,11 +151,12 @@ class AgentMetrics:
         return Gauge(name, doc, ("agent", *labels), registry=self.registry)
 
     def inference_online(self, read: Callable[[], int], *, station: str) -> None:
-        """Report `read()`, the inference agents online as capture station `station` sees
-        them (while there are none, its frames wait)."""
+        """Report `read()`, the inference agents taking frames (primaries, and a fallback
+        while it stands in) as capture station `station` sees them (while there are none,
+        its frames wait)."""
         gauge = self.gauge(
             INFERENCE_ONLINE,
-            "Inference agents online, as this capture station sees them",
+            "Inference agents taking frames, as this capture station sees them",
             ("station",),
         )
         gauge.labels(agent=self.agent, station=station).set_function(read)

@@ -98,6 +98,9 @@ class Session:
         self.connected = asyncio.Event()
         self.accepting = True  # False while draining: what arrives is left to the broker
         self._client: aiomqtt.Client | None = None
+        # held while subscribing on connect and while a route is switched on or off, so a
+        # switch made during a reconnect is never lost between the two
+        self._subscribing = asyncio.Lock()
         self._notifier = notifier
         self._count = count
 
@@ -170,8 +173,9 @@ class Session:
                     problem = None
                     self._notifier.notify(f"STATUS=connected to {broker.host}:{broker.port}")
                     self.dispatcher.generation += 1
-                    await self._subscribe(client)
-                    self._client = client
+                    async with self._subscribing:
+                        await self._subscribe(client)
+                        self._client = client
                     await on_connect(client)
                     self.connected.set()
                     await self._pump(client)
@@ -199,12 +203,39 @@ class Session:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         for route in self.dispatcher.routes:
-            granted = await client.subscribe(route.topic, qos=route.lane.qos)
-            codes = [getattr(g, "value", g) for g in granted]
-            if any(isinstance(c, int) and c >= 0x80 for c in codes):
-                raise ConfigurationError(
-                    f"broker refused subscription to {route.topic!r} for user "
-                    f"{self.settings.username()!r} (reason codes {codes}); check the ACL"
+            if route.topic not in self.dispatcher.paused:
+                await self._subscribe_one(client, route.topic, route.lane.qos)
+
+    async def _subscribe_one(self, client: aiomqtt.Client, topic: str, qos: int) -> None:
+        granted = await client.subscribe(topic, qos=qos)
+        codes = [getattr(g, "value", g) for g in granted]
+        if any(isinstance(c, int) and c >= 0x80 for c in codes):
+            raise ConfigurationError(
+                f"broker refused subscription to {topic!r} for user "
+                f"{self.settings.username()!r} (reason codes {codes}); check the ACL"
+            )
+
+    async def switch(self, topics: list[tuple[str, int]], *, on: bool) -> None:
+        """Subscribe to `topics` ((filter, qos) pairs) or unsubscribe from them, now if
+        connected, and on every later connection. What arrives on a filter after it is
+        switched off (the broker had sent it already) is still handled."""
+        paused = self.dispatcher.paused
+        async with self._subscribing:
+            for topic, _ in topics:
+                (paused.discard if on else paused.add)(topic)
+            client = self._client
+            if client is None:
+                return  # the next connection subscribes as the flags now say
+            try:
+                for topic, qos in topics:
+                    if on:
+                        await self._subscribe_one(client, topic, qos)
+                    else:
+                        await client.unsubscribe(topic)
+            except aiomqtt.MqttError as err:
+                # the connection is going: the next one subscribes as the flags say
+                logger.info(
+                    "%s: subscription change waits for the next connection: %s", self.agent_id, err
                 )
 
     async def _pump(self, client: aiomqtt.Client) -> None:
