@@ -245,7 +245,7 @@ def ocr(photos: list[bytes], size: RunSize, work: Path) -> dict[str, Any]:
 
 
 # --- ledger --------------------------------------------------------------------------------
-LEDGER_BATCHES = (1, 8, 64)
+LEDGER_BATCHES = (1, 8, 64, 256)  # 256: the most the ledger agent commits at once
 
 
 def ledger(size: RunSize) -> dict[str, Any]:

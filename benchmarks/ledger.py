@@ -1,10 +1,13 @@
 """What the ledger costs per result: group commit, and look-alike detection by ledger size.
 
-    python benchmarks/ledger.py [--rows 2000] [--batches 1,8,64]
-        [--sizes 1000,10000,100000] [--probes 200]
+    python benchmarks/ledger.py [--rows 2000] [--batches 1,8,64] [--repeat 1]
+        [--postgres URL] [--sizes 1000,10000,100000] [--probes 200]
 
 - inserts per second: `rows` results into a new SQLite ledger (synchronous=FULL, so one
-  fsync per transaction), `batch` results per `record_many` transaction;
+  fsync per transaction), `batch` results and their announcements per `write_many`
+  transaction, and the CPU time per result (every thread of this process); with
+  `--repeat`, the median of that many runs; with `--postgres`, into a new database on that
+  server (created and dropped by each run) instead;
 - look-alike cost: a ledger pre-filled with N rows (directly in SQL: random perceptual
   hashes, a third of them identified cards), then `probes` unidentified results, one
   `record` each, as the ledger agent stores a result. It reports the CPU time per insert
@@ -18,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 from framewire.edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
 from framewire.edge_agents.ledger.store import LedgerStore
+from framewire.edge_agents.ledger.stores import open_ledger
 from framewire.schemas import (
     CardRecognition,
     FrameAnnouncement,
@@ -84,23 +90,58 @@ def _announcement(r: InferenceResult) -> FrameAnnouncement:
     )
 
 
-async def _insert_batches(path: Path, results: Sequence[InferenceResult], batch: int) -> float:
-    """Each batch: its results' announcements, which reach the ledger first, then them."""
-    async with LedgerStore(path) as store:
-        start = time.perf_counter()
-        for i in range(0, len(results), batch):
-            chunk = results[i : i + batch]
-            await store.write_many([*(_announcement(r) for r in chunk), *chunk])
-        return time.perf_counter() - start
+async def _insert_batches(
+    location: str | Path, results: Sequence[InferenceResult], batch: int
+) -> tuple[float, float]:
+    """Each batch: its results' announcements, which reach the ledger first, then them.
+    The messages are made before the clock starts (the ledger agent receives them decoded).
+    (wall seconds, CPU seconds of every thread of this process)."""
+    batches: list[list[InferenceResult | FrameAnnouncement]] = [
+        [*(_announcement(r) for r in results[i : i + batch]), *results[i : i + batch]]
+        for i in range(0, len(results), batch)
+    ]
+    async with open_ledger(location) as store:
+        cpu, start = time.process_time(), time.perf_counter()
+        for items in batches:
+            await store.write_many(items)
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
+@contextlib.contextmanager
+def _new_ledger(postgres: str | None) -> Iterator[str | Path]:
+    """A new, empty ledger: a SQLite file, or a database of its own on the PostgreSQL
+    server at `postgres` (created, and dropped at the end)."""
+    if postgres is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp) / "ledger.sqlite3"
+        return
+    import psycopg
+    from psycopg import conninfo
+
+    name = f"framewire_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield conninfo.make_conninfo(postgres, dbname=name)
+    finally:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}"')
+
+
+def ledger_insert_detail(rows: int, batch: int, postgres: str | None = None) -> tuple[float, float]:
+    """(results committed per second, CPU microseconds per result of this process), `batch`
+    results and their announcements per transaction, into a new ledger: SQLite, or a
+    database on the PostgreSQL server at `postgres`."""
+    rng = random.Random(1)
+    results = [_result(rng, i, identified=i % 3 == 0) for i in range(rows)]
+    with _new_ledger(postgres) as location:
+        wall, cpu = asyncio.run(_insert_batches(location, results, batch))
+    return rows / wall, cpu / rows * 1e6
 
 
 def ledger_inserts_per_s(rows: int, batch: int) -> float:
     """Results committed per second, `batch` of them per transaction, into a new ledger."""
-    rng = random.Random(1)
-    results = [_result(rng, i, identified=i % 3 == 0) for i in range(rows)]
-    with tempfile.TemporaryDirectory() as tmp:
-        elapsed = asyncio.run(_insert_batches(Path(tmp) / "ledger.sqlite3", results, batch))
-    return rows / elapsed
+    return ledger_insert_detail(rows, batch)[0]
 
 
 def prefill(path: Path, rows: int, seed: int = 2) -> None:
@@ -216,17 +257,42 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=2000, help="results per insert run")
     ap.add_argument("--batches", type=_ints, default=[1, 8, 64], help="results per transaction")
-    ap.add_argument("--sizes", type=_ints, default=[1_000, 10_000, 100_000], help="ledger rows")
+    ap.add_argument(
+        "--sizes",
+        type=_ints,
+        default=[1_000, 10_000, 100_000],
+        help='ledger rows for the look-alike cost ("": none)',
+    )
     ap.add_argument("--probes", type=int, default=200, help="results timed at each size")
+    ap.add_argument("--repeat", type=int, default=1, help="insert runs per batch size (median)")
+    ap.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="time the inserts on this PostgreSQL server instead (a new database each run)",
+    )
     args = ap.parse_args()
 
-    rates = {batch: ledger_inserts_per_s(args.rows, batch) for batch in args.batches}
-    first = rates[args.batches[0]]
-    print(f"inserts into a new ledger, {args.rows} results")
-    for batch, rate in rates.items():
-        ratio = rate / first
-        print(f"  batch {batch:5d}   {rate:9.0f} results/s   {ratio:6.2f}x batch {args.batches[0]}")
+    runs = {
+        batch: sorted(
+            ledger_insert_detail(args.rows, batch, args.postgres) for _ in range(args.repeat)
+        )
+        for batch in args.batches
+    }
+    # the median run: fsync times on a shared disk vary from run to run
+    rates = {batch: found[len(found) // 2] for batch, found in runs.items()}
+    first = rates[args.batches[0]][0]
+    where = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"inserts into a new {where} ledger, {args.rows} results, each with its announcement")
+    for batch, (rate, cpu_us) in rates.items():
+        spread = f"{runs[batch][0][0]:.0f}-{runs[batch][-1][0]:.0f}"
+        print(
+            f"  batch {batch:5d}   {rate:9.0f} results/s   {rate / first:6.2f}x batch "
+            f"{args.batches[0]}   CPU {cpu_us:6.1f} us a result"
+            + (f"   (median of {args.repeat}: {spread})" if args.repeat > 1 else "")
+        )
 
+    if not args.sizes:  # --sizes "": the inserts alone
+        return 0
     costs = lookalike_cost_detail(args.sizes, args.probes)
     base_cpu, base_wall = costs[args.sizes[0]]
     print(f"one unidentified result into a ledger of N rows ({args.probes} timed)")

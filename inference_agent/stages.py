@@ -15,7 +15,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.edge_agents.runtime.images import ShapeLimits, decode, open_image
 from framewire.schemas import (
     CardRecognition,
     ErrorKind,
@@ -71,7 +71,8 @@ class VerifyChecksum:
 
 class DecodeImage:
     """Decodes the image once for every later stage, after checking the size its header
-    declares (pixels, sides, aspect ratio), so no later stage allocates past the limits."""
+    declares (pixels, sides, aspect ratio) with the validator capture uses too
+    (`images.open_image`), so no later stage allocates past the limits."""
 
     name = "decode"
 
@@ -79,14 +80,12 @@ class DecodeImage:
         self.limits = limits or ShapeLimits()
 
     def run(self, frame: FrameWork) -> None:
+        image, _ = open_image(frame.payload, self.limits)
         try:
-            image = Image.open(io.BytesIO(frame.payload), formats=["JPEG", "PNG", "WEBP"])
-            check_shape(image.width, image.height, self.limits)
-            image.load()
-        except ImageShapeError as err:
-            raise StageError(err.kind, err.reason) from None
-        except Exception as err:
-            raise StageError(ErrorKind.NOT_IMAGE, f"image could not be decoded: {err}") from None
+            decode(image)
+        except BaseException:
+            image.close()
+            raise
         frame.facts = ImageFacts(
             format=image.format or "unknown",
             width=image.width,

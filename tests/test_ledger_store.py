@@ -5,6 +5,7 @@ ledger, and a batch is stored whole or not at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import sqlite3
@@ -17,9 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from framewire.edge_agents.ledger import lookalike
+from framewire.edge_agents.ledger import lookalike, recording
+from framewire.edge_agents.ledger import store as store_module
 from framewire.edge_agents.ledger.lookalike import PhashIndex, Probe, phash_bits
-from framewire.edge_agents.ledger.recording import Recorded
+from framewire.edge_agents.ledger.recording import LookalikeIndex, Recorded, Written
 from framewire.edge_agents.ledger.store import SCHEMA_VERSION, LedgerStore
 from framewire.edge_agents.ledger.stores import Ledger, open_ledger, open_reader
 from framewire.schemas import (
@@ -529,3 +531,127 @@ async def test_rows_of_a_version_1_postgresql_ledger_stay_inventory(
         assert (await store.record(again)).duplicate_of == old.frame_id
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT max(version) FROM ledger_schema").fetchone() == (2,)
+
+
+# --- a batch answers and stores what writing its items one by one does ----------------------
+def _item_by_item(
+    conn: sqlite3.Connection,
+    index: LookalikeIndex,
+    items: Sequence[InferenceResult | FrameAnnouncement],
+) -> list[Written]:
+    """The batch's items in one transaction, each with its own statements (`_record_one`,
+    `_announce_one`), as the ledger wrote them before a batch was read and written whole."""
+    db = store_module._Sql(conn)
+    now = utc_now()
+    with db.write():
+        index.refresh(db)
+        written: list[Written] = [
+            recording._record_one(db, index.hashes, item, now)
+            if isinstance(item, InferenceResult)
+            else recording._announce_one(db, index.hashes, item, now)
+            for item in items
+        ]
+        newest = db.one(db.newest)
+    index.through = max(index.through, int(newest[0]) if newest and newest[0] else 0)
+    return written
+
+
+def mixed_traffic(rng: random.Random) -> list[InferenceResult | FrameAnnouncement]:
+    """What a busy ledger receives, in an order of its own: re-captures by bytes and by
+    look, identified cards, frames captured at the same instant, announcements missing,
+    late, doubled or not matching, resent results, and forgeries that come first."""
+    digests = [f"{rng.getrandbits(256):064x}" for _ in range(6)]
+    looks = [f"{rng.getrandbits(64):016x}" for _ in range(4)]
+    items: list[InferenceResult | FrameAnnouncement] = []
+    for _ in range(80):
+        phash = None if rng.random() < 0.1 else flip(rng.choice(looks), rng.randrange(9))
+        sha = rng.choice(digests) if rng.random() < 0.3 else f"{rng.getrandbits(256):064x}"
+        card = rng.choice(["Mew", "Eevee"]) if rng.random() < 0.3 else None
+        r = result(rng.randrange(40) / 2, sha, phash, card)
+        odds = rng.random()
+        if odds < 0.65:
+            items.append(announcement(r))
+        elif odds < 0.75:
+            items.append(announcement(r, sha256="e" * 64))
+        elif odds < 0.8:
+            items.append(announcement(r, station="t"))
+        if rng.random() < 0.1:
+            items.append(announcement(r))
+        if rng.random() < 0.2:
+            items.append(r.model_copy(update={"sha256": "f" * 64}))  # a forgery
+        items.append(r)
+        if rng.random() < 0.2:
+            items.append(r)  # a resend
+    # results and announcements travel separate paths: either may come first
+    for i in range(len(items) - 1, 0, -1):
+        if rng.random() < 0.5:
+            j = rng.randrange(max(0, i - 6), i + 1)
+            items[i], items[j] = items[j], items[i]
+    return items
+
+
+def _chunks(
+    rng: random.Random, items: list[InferenceResult | FrameAnnouncement]
+) -> list[list[InferenceResult | FrameAnnouncement]]:
+    out = []
+    while items:
+        size = rng.choice([1, 2, 5, 17, 64])
+        out.append(items[:size])
+        items = items[size:]
+    return out
+
+
+def _answer(w: Written) -> Written:
+    return dataclasses.replace(w, ledgered_at=T0) if isinstance(w, Recorded) else w
+
+
+def _stored(location: str | Path) -> list[dict[str, Any]]:
+    with open_reader(location) as reader:
+        return [{**row, "ledgered_at": None} for row in map(dict, reader.rows())]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+async def test_a_batch_answers_and_stores_what_writing_it_item_by_item_does(
+    backend: Backend, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    chunks = _chunks(rng, mixed_traffic(rng))
+    reference = tmp_path / "item-by-item.sqlite3"
+    expected: list[Written] = []
+    async with LedgerStore(reference) as store:
+        for chunk in chunks:
+            expected += await store._db.run(_item_by_item, store._index, chunk)
+    got: list[Written] = []
+    async with backend.ledger() as ledger:
+        for chunk in chunks:
+            got += await ledger.write_many(chunk)
+    # the traffic takes every path there is
+    seen = set()
+    for w in expected:
+        if isinstance(w, Recorded):
+            seen |= {
+                name
+                for name, taken in [
+                    ("inserted", w.inserted and w.suspect is None),
+                    ("suspect", w.inserted and w.suspect is not None),
+                    ("resent", not w.inserted),
+                    ("re-capture", w.duplicate_of is not None),
+                    ("contradicted", w.contradicted),
+                    ("replaced", w.replaced_suspect is not None),
+                ]
+                if taken
+            }
+        else:
+            seen |= {
+                name
+                for name, taken in [
+                    ("new", w.new),
+                    ("again", not w.new),
+                    ("trusted", w.trusted is not None),
+                    ("conflict", w.conflict is not None),
+                ]
+                if taken
+            }
+    assert len(seen) == 10, " ".join(sorted(seen))
+    assert [_answer(w) for w in got] == [_answer(w) for w in expected]
+    assert _stored(backend.location) == _stored(reference)

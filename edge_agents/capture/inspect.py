@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from framewire.edge_agents.runtime.images import ImageShapeError, ShapeLimits, check_shape
+from framewire.edge_agents.runtime.images import (
+    FORMATS,
+    ImageHeader,
+    ShapeLimits,
+    decode,
+    open_image,
+)
 from framewire.schemas import ErrorKind, MessageError
 
-FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
 # A file that cannot be a frame; `reason` is written for the person who reads it.
@@ -25,8 +27,8 @@ FrameRejectedError = MessageError
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 50_000_000
-    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+    max_pixels: int = ShapeLimits.max_pixels
+    formats: tuple[str, ...] = FORMATS
     max_side: int = ShapeLimits.max_side
     max_aspect_ratio: float = ShapeLimits.max_aspect_ratio
     # decode the pixels too (a corrupt middle is caught here, not on the inference box);
@@ -101,9 +103,11 @@ def read_bounded(path: Path, limits: ImageLimits) -> bytes:
 def inspect_image(data: bytes, limits: ImageLimits) -> Inspection:
     """Check that `data` is a complete image of an allowed type within the limits.
 
-    The type is found from the bytes; the pixel count is checked from the header before any
-    pixel is decoded (a decompression bomb never gets decoded); then the whole image is
-    decoded, so a truncated or corrupt file is caught here and not on the inference box.
+    The type, the size and the shape come from the header, checked by the validator the
+    inference agent's decode stage uses too (`images.open_image`), before any pixel is
+    decoded (a decompression bomb never gets decoded). Then the file is checked to be
+    complete by its structure or, with `decode`, by decoding it all, so a truncated or
+    corrupt file is caught here and not on the inference box.
     """
     if not data:
         raise FrameRejectedError(ErrorKind.EMPTY, "file is empty (0 bytes)")
@@ -112,65 +116,27 @@ def inspect_image(data: bytes, limits: ImageLimits) -> Inspection:
             ErrorKind.TOO_LARGE,
             f"{_mib(len(data))} is over the {_mib(limits.max_bytes)} limit (max_frame_bytes)",
         )
-    allowed = ", ".join(limits.formats)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(limits.formats))
-    except UnidentifiedImageError:
-        raise FrameRejectedError(
-            ErrorKind.NOT_IMAGE, f"not an image of an allowed type ({allowed})"
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise FrameRejectedError(
-            ErrorKind.DECOMPRESSION_BOMB, f"refused as a decompression bomb: {err}"
-        ) from None
-    except Exception as err:  # Pillow plugins raise several kinds on corrupt headers
-        if "truncated" in str(err).lower():
-            raise FrameRejectedError(
-                ErrorKind.TRUNCATED, f"image is truncated: it ends inside its header ({err})"
-            ) from None
-        raise FrameRejectedError(ErrorKind.NOT_IMAGE, f"unreadable image header: {err}") from None
+    image, header = open_image(data, limits.shape, limits.formats)
     with image:
-        width, height = image.size
-        try:  # the same rule the inference agent applies before it decodes a frame
-            check_shape(width, height, limits.shape)
-        except ImageShapeError as err:
-            raise FrameRejectedError(err.kind, f"image is {err.reason}") from None
-        fmt = image.format or ""
-        if not limits.decode:
-            if not _complete(fmt, data):
-                raise FrameRejectedError(
-                    ErrorKind.TRUNCATED,
-                    f"image data is truncated: the {fmt} stream has no end (still being written?)",
-                )
-            return _inspection(data, fmt, width, height)
-        try:
-            # Decode every byte of the stream; JPEGs decode at 1/8 scale, which still reads
-            # the whole entropy-coded data and so still finds truncation, at a fraction of
-            # the cost.
-            if fmt == "JPEG":
-                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-            image.load()
-        except OSError as err:
+        if limits.decode:
+            decode(image, reduced=True)
+        elif not _complete(header.format, data):
             raise FrameRejectedError(
-                ErrorKind.TRUNCATED, f"image data is truncated or corrupt: {err}"
-            ) from None
-        except Exception as err:
-            raise FrameRejectedError(
-                ErrorKind.NOT_IMAGE, f"image could not be decoded: {err}"
-            ) from None
-    return _inspection(data, fmt, width, height)
+                ErrorKind.TRUNCATED,
+                f"image data is truncated: the {header.format} stream has no end "
+                "(still being written?)",
+            )
+    return _inspection(data, header)
 
 
-def _inspection(data: bytes, fmt: str, width: int, height: int) -> Inspection:
+def _inspection(data: bytes, header: ImageHeader) -> Inspection:
     return Inspection(
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
-        content_type=FORMATS[fmt],
-        format=fmt,
-        width=width,
-        height=height,
+        content_type=CONTENT_TYPES[header.format],
+        format=header.format,
+        width=header.width,
+        height=header.height,
     )
 
 

@@ -181,6 +181,8 @@ class PhashIndex:
 
     def relatives(self, probe: Probe) -> Relatives:
         found = self._candidates(probe)
+        if not found.size:  # most frames: nothing looks like them
+            return Relatives(None, [])
         at = self._at[found]
         # frames captured at the very same instant are never each other's re-capture
         before = found[at < probe.captured_us]

@@ -9,6 +9,10 @@ bytes (sha256), or else a look-alike by perceptual hash, found in the in-memory 
 whole ledger (`lookalike`). Results reach the ledger in any order, so frames captured later
 that were ledgered first are pointed at the earliest capture too.
 
+A batch of results and announcements is one transaction: what decides each item is read for
+the whole batch in three lookups, and the common rows go in with one statement per table
+(`_Batch`); the rest is written row by row, each seeing the rows before it.
+
 The index follows the table by insertion order (SQLite's rowid, PostgreSQL's id): it holds
 every row up to `LookalikeIndex.through`. Each write transaction first takes the rows other
 writers committed since then (none, when this store is the only writer), so a frame is
@@ -404,6 +408,149 @@ def _announce_one(
     return Announced(new=before is None, trusted=r.frame_id, duplicate_of=duplicate_of)
 
 
+# frame ids or hashes looked up in one statement, at most (both databases take far more)
+_LOOKUP_CHUNK = 500
+
+
+class _Batch:
+    """The items of one write transaction, and what the ledger holds of their frames.
+
+    What decides each item's fate (is its frame's row there, and suspect; what its station
+    announced; does a trusted row hold the same bytes) is read for the whole batch in a few
+    statements up front and kept in step as the batch is written. The common item, a new
+    frame (a re-capture of an earlier one or not) that no trusted row holds the bytes of and
+    no frame captured after it re-captures, is then decided without a statement of its own,
+    and its row waits in `rows` to go with the others in one `many`; so does an
+    announcement. Any other item (a resend, a suspect row to replace or trust, a frame that
+    others are to be pointed at) is written as `_record_one` and
+    `_announce_one` write it, row by row, once every waiting row is in the database, so it
+    sees the ones before it exactly as if each had been written on its own.
+    """
+
+    def __init__(
+        self,
+        db: LedgerSql,
+        hashes: PhashIndex,
+        items: Sequence[InferenceResult | FrameAnnouncement],
+        now: datetime,
+    ) -> None:
+        self.db, self.hashes, self.now = db, hashes, now
+        frame_ids = sorted({item.frame_id for item in items})
+        digests = sorted({item.sha256 for item in items if isinstance(item, InferenceResult)})
+        # frame id -> whether its row is suspect, for the rows of this batch's frames
+        self.suspect: dict[str, bool] = {
+            str(row[0]): bool(row[1])
+            for row in _lookup(
+                db, "SELECT frame_id, suspect FROM results WHERE frame_id", frame_ids
+            )
+        }
+        # frame id -> (station, sha256) its station announced, the first announcement's
+        self.announced: dict[str, tuple[str, str]] = {
+            str(row[0]): (str(row[1]), str(row[2]))
+            for row in _lookup(
+                db, "SELECT frame_id, station, sha256 FROM announced WHERE frame_id", frame_ids
+            )
+        }
+        # the sha256 of trusted rows (a superset may only send an item the long way)
+        self.trusted_bytes: set[str] = {
+            str(row[0])
+            for row in _lookup(
+                db, "SELECT DISTINCT sha256 FROM results WHERE suspect = 0 AND sha256", digests
+            )
+        }
+        self.rows: list[tuple[object, ...]] = []
+        self.announcements: list[tuple[object, ...]] = []
+
+    def flush(self) -> None:
+        """Write the rows that wait."""
+        if self.announcements:
+            self.db.many(_ANNOUNCE, self.announcements)
+            self.announcements.clear()
+        if self.rows:
+            self.db.many(_INSERT, self.rows)
+            self.rows.clear()
+
+    def doubt(self, r: InferenceResult) -> tuple[str | None, bool]:
+        """`_doubt`, from what the batch knows."""
+        announced = self.announced.get(r.frame_id)
+        if announced is None:
+            return f"no station announced frame {r.frame_id}", False
+        station, sha256 = announced
+        if station != r.station:
+            return f"station {station} announced frame {r.frame_id}, not station {r.station}", True
+        if sha256 != r.sha256:
+            return (
+                f"sha256 differs from what station {station} announced for frame {r.frame_id}",
+                True,
+            )
+        return None, True
+
+    def record(self, r: InferenceResult) -> Recorded:
+        if r.frame_id not in self.suspect:
+            doubt, announced = self.doubt(r)
+            if doubt is not None:
+                self.rows.append(row_values(r, None, self.now, doubt))
+                self.suspect[r.frame_id] = True
+                return Recorded(
+                    inserted=True,
+                    ledgered_at=self.now,
+                    status=r.status,
+                    duplicate_of=None,
+                    suspect=doubt,
+                    contradicted=announced,
+                )
+            hashed = probe(r)
+            looks = None if hashed is None else self.hashes.relatives(hashed)
+            if r.sha256 not in self.trusted_bytes and (looks is None or not looks.captured_after):
+                # No trusted row holds its bytes and no look-alike was captured after it:
+                # its row is all there is to write, `duplicate_of` and all (`_link` would
+                # find the look-alike captured before it, and adopt nothing).
+                duplicate_of = None if looks is None else looks.earliest_before
+                self.rows.append(row_values(r, duplicate_of, self.now))
+                if hashed is not None:
+                    self.hashes.append(r.frame_id, hashed.bits, hashed.captured_us, hashed.card)
+                self.suspect[r.frame_id] = False
+                self.trusted_bytes.add(r.sha256)
+                return Recorded(
+                    inserted=True, ledgered_at=self.now, status=r.status, duplicate_of=duplicate_of
+                )
+        self.flush()
+        recorded = _record_one(self.db, self.hashes, r, self.now)
+        self.suspect[r.frame_id] = recorded.suspect is not None
+        if recorded.suspect is None:
+            self.trusted_bytes.add(r.sha256)
+        return recorded
+
+    def announce(self, a: FrameAnnouncement) -> Announced:
+        new = a.frame_id not in self.announced
+        if new:
+            self.announced[a.frame_id] = (a.station, a.sha256)
+            self.announcements.append((a.frame_id, a.station, a.sha256, self.now))
+        if not self.suspect.get(a.frame_id, False):
+            return Announced(new=new)
+        # its result came first (the two travel separate paths) and was held as suspect
+        self.flush()
+        announced = _announce_one(self.db, self.hashes, a, self.now)
+        if announced.trusted is not None:
+            self.suspect[a.frame_id] = False
+            self.trusted_bytes.add(a.sha256)
+        return Announced(
+            new=new,
+            trusted=announced.trusted,
+            duplicate_of=announced.duplicate_of,
+            conflict=announced.conflict,
+        )
+
+
+def _lookup(db: LedgerSql, sql: str, keys: Sequence[str]) -> list[Row]:
+    """`sql` (ending in the column to match) for every row whose column is one of `keys`."""
+    rows: list[Row] = []
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[start : start + _LOOKUP_CHUNK]
+        rows += db.all(f"{sql} IN ({', '.join('?' * len(chunk))})", chunk)
+    return rows
+
+
 def write_many(
     db: LedgerSql, index: LookalikeIndex, items: Sequence[InferenceResult | FrameAnnouncement]
 ) -> list[Written]:
@@ -415,12 +562,12 @@ def write_many(
         with db.write():
             index.refresh(db)
             size = len(index.hashes)
+            batch = _Batch(db, index.hashes, items, now)
             written: list[Written] = [
-                _record_one(db, index.hashes, item, now)
-                if isinstance(item, InferenceResult)
-                else _announce_one(db, index.hashes, item, now)
+                batch.record(item) if isinstance(item, InferenceResult) else batch.announce(item)
                 for item in items
             ]
+            batch.flush()
             newest = _int(db.one(db.newest))
     except BaseException:
         # Rows the index took from other writers stay: they are committed. A COMMIT whose
