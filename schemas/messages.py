@@ -18,8 +18,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
 )
 
 from framewire.schemas.ids import AgentId, FrameId, StationId
@@ -222,14 +220,8 @@ class InferenceResult(Message):
         description="An escalated frame: both readings, the kept one marked (this result "
         "is that one). Left out of the JSON when empty, so readers that predate it read "
         "every other result.",
+        exclude_if=lambda opinions: not opinions,
     )
-
-    @model_serializer(mode="wrap")
-    def _without_empty_opinions(self, handler: SerializerFunctionWrapHandler) -> object:
-        data = handler(self)
-        if isinstance(data, dict) and not data.get("opinions"):
-            data.pop("opinions", None)
-        return data
 
     def opinion(self, role: Role) -> Opinion:
         """This result as an Opinion (what shadow agents publish, what escalation keeps)."""
