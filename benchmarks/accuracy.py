@@ -1,7 +1,8 @@
 """Card recognition accuracy and speed on generated cards, in-catalog and not.
 
     python benchmarks/accuracy.py --tier plain|hard|both --cards 100 --strangers 30
-        [--seed 1] [--strength 1.0] [--backend onnx] [--no-baseline] [--show-errors]
+        [--seed 1] [--strength 1.0] [--backend onnx] [--compare-backend mlx]
+        [--no-baseline] [--show-errors]
 
 Renders labelled cards from the sample catalog and runs the inference pipeline in-process.
 
@@ -26,6 +27,12 @@ by the OCR package on its own (`rapidocr.RapidOCR`, the same model files, its de
 settings, over the whole photo: what framewire did before it looked for the card), timing
 only, alternating which of the two goes first. It prints the mean ms per card of both, the
 ratio, and where the time goes (text detection, direction, recognition).
+
+`--compare-backend mlx` also runs every photo through a second pipeline on that backend
+(the same models, photos and catalog; which of the two goes first alternates) and prints
+its ms per card, its ratio to `--backend`'s, and on how many cards both gave the same
+result. MLX's CPU build (`mlx[cpu]`, Linux) measures the interpreter on a CPU only: it
+says nothing of MLX on Apple silicon, where it runs on the GPU.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from framewire.inference_agent.settings import InferenceSettings
 from framewire.samples import CardSpec, card_jpeg, load_specs, sample_catalog_path, stranger
 from framewire.samples_catalog import by_trait, hard_catalog, hard_stranger, write_catalog
 from framewire.samples_hard import hard_card_jpeg
-from framewire.schemas import utc_now
+from framewire.schemas import CardRecognition, utc_now
 
 
 @dataclass
@@ -71,6 +78,10 @@ class Tally:
     traits: Counter[str] = field(default_factory=Counter)  # hard: cards per catalog trait
     traits_right: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    other_ms: list[float] = field(default_factory=list)  # --compare-backend's pipeline
+    other_correct: int = 0
+    other_same: int = 0  # cards where both backends gave the same status and card
+    other_steps: dict[str, float] = field(default_factory=dict)
 
 
 class Baseline:
@@ -114,6 +125,20 @@ def card_ocr(pipeline: Pipeline) -> CardOcr | None:
     return None
 
 
+def timed(pipeline: Pipeline, data: bytes, i: int) -> tuple[CardRecognition | None, float]:
+    """The card recognition of one photo, and the ms the whole pipeline took."""
+    meta = local_frame(data, seq=i, source_name=f"{i}.jpg", station="bench")
+    start = time.perf_counter()
+    result = pipeline.process(meta, data, utc_now()).result
+    return (result.card if result else None), (time.perf_counter() - start) * 1e3
+
+
+def outcome(card: CardRecognition | None) -> tuple[object, ...]:
+    if card is None:
+        return ("error",)
+    return (card.status, card.card_name, card.card_number, card.set_name)
+
+
 def use_catalog(pipeline: Pipeline, path: Path) -> None:
     """Point the card stage at this catalog, as a reload would."""
     for stage in pipeline.stages:
@@ -143,29 +168,36 @@ def run_tier(
     pipeline: Pipeline,
     baseline: Baseline | None,
     specs: list[CardSpec],
+    other: Pipeline | None = None,
 ) -> Tally:
     rng = random.Random(f"{args.seed}-{tier}")
     jobs = draw_jobs(tier, rng, args, specs)
     tally = Tally()
     ocr = card_ocr(pipeline)
     ocr_before = (dict(ocr.ms), ocr.reads, dict(ocr.counts)) if ocr else None
+    other_ocr = card_ocr(other) if other is not None else None
+    other_before = (dict(other_ocr.ms), other_ocr.reads) if other_ocr else None
     for i, (spec, known) in enumerate(jobs, start=1):
         data, how = photo(tier, spec, rng, args.strength)
-        meta = local_frame(data, seq=i, source_name=f"{i}.jpg", station="bench")
         if baseline is not None and i % 2 == 0:
             baseline.run(data, tally)
-        start = time.perf_counter()
-        result = pipeline.process(meta, data, utc_now()).result
-        tally.ms.append((time.perf_counter() - start) * 1e3)
+        other_card: CardRecognition | None = None
+        if other is not None and i % 2 == 0:
+            other_card, elapsed = timed(other, data, i)
+            tally.other_ms.append(elapsed)
+        card, elapsed = timed(pipeline, data, i)
+        tally.ms.append(elapsed)
+        if other is not None and i % 2 == 1:
+            other_card, elapsed = timed(other, data, i)
+            tally.other_ms.append(elapsed)
         if baseline is not None and i % 2 == 1:
             baseline.run(data, tally)
-        card = result.card if result else None
         status = card.status if card else "error"
-        right = card is not None and (card.card_name, card.card_number, card.set_name) == (
-            spec.name,
-            spec.number,
-            spec.set_name,
-        )
+        expected = ("identified", spec.name, spec.number, spec.set_name)
+        right = card is not None and outcome(card)[1:] == expected[1:]
+        if other is not None:
+            tally.other_same += outcome(other_card) == outcome(card)
+            tally.other_correct += known and outcome(other_card) == expected
         if known:
             key = {"identified": "correct" if right else "WRONG"}.get(status, status)
             tally.outcomes[f"in-catalog {key}"] += 1
@@ -193,6 +225,10 @@ def run_tier(
         n = max(1, ocr.reads - reads)
         tally.steps = {k: (v - ms.get(k, 0.0)) / n for k, v in ocr.ms.items()}
         tally.paths = {k: v - counts.get(k, 0) for k, v in ocr.counts.items()}
+    if other_ocr is not None and other_before is not None:
+        ms, reads = other_before
+        n = max(1, other_ocr.reads - reads)
+        tally.other_steps = {k: (v - ms.get(k, 0.0)) / n for k, v in other_ocr.ms.items()}
     return tally
 
 
@@ -224,6 +260,16 @@ def report(tier: str, tally: Tally, args: argparse.Namespace) -> None:
         split = ", ".join(f"{k} {v / n:.0f}" for k, v in tally.baseline_steps.items())
         print(f"  baseline (rapidocr on the whole photo) per card: mean {base:.0f} ms ({split})")
         print(f"  ratio framewire / baseline: {mean / base:.2f}")
+    if tally.other_ms:
+        other = statistics.fmean(tally.other_ms)
+        n = len(tally.other_ms)
+        print(
+            f"  {args.compare_backend} per card: mean {other:.0f} ms against {mean:.0f} ms "
+            f"on {args.backend} (ratio {other / mean:.2f}); the same result on "
+            f"{tally.other_same}/{n} cards; in-catalog correct {tally.other_correct}/{n_in}"
+        )
+        split = ", ".join(f"{k} {v:.0f}" for k, v in tally.other_steps.items())
+        print(f"    of which OCR on {args.compare_backend}, ms per card: {split}")
     for line in tally.errors:
         print(line)
 
@@ -235,6 +281,11 @@ def main() -> int:
     ap.add_argument("--strangers", type=int, default=30, help="out-of-catalog cards per tier")
     ap.add_argument("--strength", type=float, default=1.0, help="plain tier perturbation, 0..2")
     ap.add_argument("--backend", default="onnx", choices=["auto", "onnx", "mlx"])
+    ap.add_argument(
+        "--compare-backend",
+        choices=["onnx", "mlx"],
+        help="also run every photo on this backend and compare speed and results",
+    )
     ap.add_argument("--catalog", type=Path, default=sample_catalog_path())
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-baseline", action="store_true", help="skip the speed baseline")
@@ -249,6 +300,11 @@ def main() -> int:
     baseline = None
     if not args.no_baseline and pipeline.registry is not None:
         baseline = Baseline(pipeline.registry)
+    other = None
+    if args.compare_backend:
+        other_settings = settings.model_copy(update={"model_backend": args.compare_backend})
+        other = build_pipeline(other_settings, agent_id="bench-compare")
+        print(f"compared with backend {args.compare_backend}; models {other.models()}")
     print(f"backend {args.backend}; models {pipeline.models()}")
     tiers = ["plain", "hard"] if args.tier == "both" else [args.tier]
     tallies: dict[str, Tally] = {}
@@ -263,7 +319,9 @@ def main() -> int:
                     write_catalog(specs, args.hard_catalog, seed=args.seed)
                 print(f"hard tier catalog: {len(specs)} printings, {len(by_trait(specs))} traits")
             use_catalog(pipeline, catalog)
-            tallies[tier] = run_tier(tier, args, pipeline, baseline, specs)
+            if other is not None:
+                use_catalog(other, catalog)
+            tallies[tier] = run_tier(tier, args, pipeline, baseline, specs, other)
     for tier, tally in tallies.items():
         report(tier, tally, args)
     return 0

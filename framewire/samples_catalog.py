@@ -5,13 +5,15 @@ name in many sets (`Pikachu` 40 times, each with its own number), names with sym
 punctuation (`Farfetch'd`, `Mr. Mime`, `Flabébé`, `Nidoran♀`, `Porygon2`, `Type: Null`),
 numbers as the cards print them (`201/165` above the set total, `TG05/TG30`,
 `SV049/SV094`, `RC12/RC32`, `SWSH050`), Magic collector numbers (`0123/0281 R` over
-`MKM • EN`) and Yu-Gi-Oh! set codes (`LOB-EN001`). A number is kept the way the importers
-write it (the Pokémon TCG API's `TG05` or `4/102` for a card printing `TG05/TG30` or
-`004/102`, Scryfall's `123` for `0123/0281`), so printed and catalog numbers differ as
-they do for real catalogs.
+`MKM • EN`), one Magic name under one collector number in several sets (`Sol Ring` 123 in
+three: only the set code tells them apart) and Yu-Gi-Oh! set codes (`LOB-EN001`). A
+number is kept the way the importers write it (the Pokémon TCG API's `TG05` or `4/102` for
+a card printing `TG05/TG30` or `004/102`, Scryfall's `123` for `0123/0281`), so printed and
+catalog numbers differ as they do for real catalogs.
 
-Within the catalog no name prints a number that another printing of a similar name fits:
-such a pair is told apart only by a set symbol, which nothing here reads.
+Within the catalog no name prints a number that another printing of a similar name fits
+(such a pair is told apart only by a set symbol, which nothing here reads), but for Magic
+printings of one name in sets of different codes: the card prints its set's code.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ TRAITS = (
     "symbol name",  # Farfetch'd, Nidoran♀, Type: Null, ...
     "many printings",  # Pikachu 40 times
     "magic",  # 0123/0281 R, MKM • EN
+    "set code",  # Sol Ring 0123 in three Magic sets: KRV • EN, DMR • EN, THC • EN
     "yugioh",  # LOB-EN001 under the artwork
 )
 COLUMNS = ("name", "set", "number", "rarity", "market_price", "hp", "set_code")
@@ -122,6 +125,17 @@ _MAGIC_MANY = {
     "Ach! Hans, Run!": 2,
     "Séance": 2,
 }
+# one name under one collector number in this many Magic sets, told apart by the set code
+_MAGIC_REPRINTS = {
+    "Sol Ring": 3,
+    "Counterspell": 2,
+    "Lightning Bolt": 2,
+    "Llanowar Elves": 2,
+    "Brainstorm": 3,
+    "Dark Ritual": 2,
+    "Swords to Plowshares": 2,
+    "Æther Vial": 2,
+}
 _MAGIC_WORDS = (
     ("Ashen", "Gilded", "Hollow", "Veiled", "Sunlit", "Grim", "Feral", "Arcane", "Storm", "Iron",
      "Mire", "Hallowed", "Silent", "Wild", "Ancient", "Shattered"),
@@ -165,25 +179,34 @@ class _Book:
     """The printings so far, indexed to tell whether a new one would clash."""
 
     specs: list[CardSpec]
-    by_loose: dict[str, list[tuple[str, CardNumber]]]
+    by_loose: dict[str, list[tuple[str, CardNumber, str]]]  # name key, number, set code
 
-    def clashes(self, name: str, printed: str) -> bool:
-        """Whether what the card prints as its number fits a printing of a name like this."""
+    def clashes(self, name: str, printed: str, set_code: str = "") -> bool:
+        """Whether what the card prints as its number fits a printing of a name like this;
+        with `set_code` (a Magic card, which prints it), not one of the same name in a set
+        of another code."""
         key = normalise(name)
         for reading in read_numbers([OcrLine(printed, 1.0)]):
-            for other, number in self.by_loose.get(reading.loose, ()):
+            for other, number, code in self.by_loose.get(reading.loose, ()):
                 if fuzz.ratio(key, other) >= SIMILAR and fit(reading, number) == Fit.FULL:
+                    if set_code and other == key and code and code != set_code:
+                        continue  # a reprint, told apart by the code it prints
                     return True
         return False
 
     def add(self, spec: CardSpec) -> bool:
-        if self.clashes(spec.name, spec.printed or spec.number):
+        code = spec.set_code if spec.layout == "magic" else ""
+        if self.clashes(spec.name, spec.printed or spec.number, code):
             return False
-        number = parse_number(spec.number)
-        if number is not None:
-            self.by_loose.setdefault(number.loose, []).append((normalise(spec.name), number))
+        self.index(spec)
         self.specs.append(spec)
         return True
+
+    def index(self, spec: CardSpec) -> None:
+        number = parse_number(spec.number)
+        if number is not None:
+            entry = (normalise(spec.name), number, spec.set_code)
+            self.by_loose.setdefault(number.loose, []).append(entry)
 
 
 def hard_catalog(seed: int = 0) -> list[CardSpec]:
@@ -293,20 +316,43 @@ def _magic(rng: random.Random, book: _Book) -> None:
     adjectives, nouns = _MAGIC_WORDS
     famous = [name for name, count in _MAGIC_MANY.items() for _ in range(count)]
     rng.shuffle(famous)
+    totals: dict[str, int] = {}
+    taken: dict[str, set[int]] = {}
     for set_name, code, style in _MAGIC_SETS:
-        total = rng.randint(250, 300)
-        for n in sorted(rng.sample(range(1, total + 1), rng.randint(45, 60))):
-            rarity = rng.choice(_MAGIC_RARITIES)
-            letter = rarity[0]
-            printed = {
-                "slash4": f"{n:04d}/{total:04d} {letter}",
-                "slash3": f"{n:03d}/{total:03d} {letter}",
-                "rarity first": f"{letter} {n:04d}",
-            }[style]
-            spec = CardSpec("", set_name, str(n), rarity, "", "magic", printed, code, "magic")
+        total = totals[set_name] = rng.randint(250, 300)
+        numbers = taken[set_name] = set(rng.sample(range(1, total + 1), rng.randint(45, 60)))
+        for n in sorted(numbers):
+            spec = _magic_card(rng, (set_name, code, style), total, n)
             name = famous.pop() if famous and rng.random() < 0.2 else ""
             while not book.add(replace(spec, name=name or _two(rng, adjectives, nouns))):
                 name = ""
+    for name, count in _MAGIC_REPRINTS.items():
+        while True:  # a number free in `count` sets, which no printing of a like name fits
+            sets = rng.sample(_MAGIC_SETS, count)
+            n = rng.randint(1, min(totals[s[0]] for s in sets))
+            if any(n in taken[s[0]] for s in sets):
+                continue
+            cards = [replace(_magic_card(rng, s, totals[s[0]], n), name=name) for s in sets]
+            if not any(book.clashes(name, c.printed, c.set_code) for c in cards):
+                break
+        for card in cards:
+            taken[card.set_name].add(n)
+            if not book.add(replace(card, trait="set code")):  # checked above: cannot be
+                raise AssertionError(f"{name} {n} clashes in {card.set_name}")
+
+
+def _magic_card(rng: random.Random, at: tuple[str, str, str], total: int, n: int) -> CardSpec:
+    """A nameless Magic printing, number `n` of `total` in the set `at` (name, code, how
+    its numbers print)."""
+    set_name, code, style = at
+    rarity = rng.choice(_MAGIC_RARITIES)
+    letter = rarity[0]
+    printed = {
+        "slash4": f"{n:04d}/{total:04d} {letter}",
+        "slash3": f"{n:03d}/{total:03d} {letter}",
+        "rarity first": f"{letter} {n:04d}",
+    }[style]
+    return CardSpec("", set_name, str(n), rarity, "", "magic", printed, code, "magic")
 
 
 def _yugioh(rng: random.Random, book: _Book) -> None:
@@ -334,15 +380,17 @@ _SYLLABLES = ("zor", "qua", "vix", "lum", "tek", "rah", "mip", "gol", "yun", "dr
 
 def hard_stranger(rng: random.Random, specs: list[CardSpec]) -> CardSpec:
     """A printing the catalog lacks, laid out like one of its cards: a made-up name, or a
-    name the catalog has with a number that no printing of a name like it has."""
+    name the catalog has with a number that no printing of a name like it has; or (one in
+    ten) a Magic name and number the catalog has, in a set it lacks them in, whose code the
+    card prints."""
     book = _Book([], {})
     for spec in specs:
-        number = parse_number(spec.number)
-        if number is not None:
-            book.by_loose.setdefault(number.loose, []).append((normalise(spec.name), number))
+        book.index(spec)
     layouts: dict[str, list[CardSpec]] = {}
     for spec in specs:
         layouts.setdefault(spec.layout, []).append(spec)
+    if rng.random() < 0.1:
+        return _in_another_set(rng, layouts["magic"])
     while True:
         template = rng.choice(specs)
         if rng.random() < 0.5:
@@ -354,6 +402,19 @@ def hard_stranger(rng: random.Random, specs: list[CardSpec]) -> CardSpec:
         printed = _another_number(rng, template.printed or template.number)
         if not book.clashes(name, printed):
             return replace(template, name=name, number=printed, printed=printed, trait="stranger")
+
+
+def _in_another_set(rng: random.Random, magic: list[CardSpec]) -> CardSpec:
+    """A Magic printing as another set would print it (that set's name and code) where no
+    printing of a name like it has the number."""
+    by_set = {code: _Book([], {}) for _, code, _ in _MAGIC_SETS}
+    for spec in magic:
+        by_set[spec.set_code].index(spec)
+    while True:
+        template = rng.choice(magic)
+        set_name, code, _ = rng.choice(_MAGIC_SETS)
+        if code != template.set_code and not by_set[code].clashes(template.name, template.printed):
+            return replace(template, set_name=set_name, set_code=code, trait="stranger")
 
 
 def _another_number(rng: random.Random, printed: str) -> str:

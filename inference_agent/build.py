@@ -22,6 +22,7 @@ def backend_options(settings: InferenceSettings) -> BackendOptions:
         backend=settings.model_backend,
         intra_op_threads=settings.onnx_intra_op_threads,
         inter_op_threads=settings.onnx_inter_op_threads,
+        intra_op_spinning=settings.onnx_intra_op_spinning,
     )
 
 

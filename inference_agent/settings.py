@@ -113,6 +113,12 @@ class InferenceSettings(AgentSettings):
     onnx_inter_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime threads across operators; 0: automatic."
     )
+    onnx_intra_op_spinning: bool = Field(
+        default=False,
+        description="Let onnxruntime's threads spin while they wait for work. Off: on a box "
+        "whose cores are shared (capture, ledger, the broker) spinning takes the cores the "
+        "next card needs; on a box that only runs inference it may save a little latency.",
+    )
     max_pixels: int = Field(default=50_000_000, gt=0, description="Largest frame decoded, pixels.")
     max_side: int = Field(
         default=20_000, gt=0, description="Longest side of a frame that is decoded, pixels."

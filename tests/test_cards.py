@@ -33,6 +33,7 @@ from framewire.inference_agent.cards.numbers import (
     read_number,
 )
 from framewire.inference_agent.cards.recognizer import to_recognition
+from framewire.inference_agent.cards.set_codes import read_codes
 from framewire.samples import CardSpec
 from framewire.samples_catalog import TRAITS, by_trait, hard_catalog, hard_stranger, write_catalog
 
@@ -479,7 +480,13 @@ MANY = (
     "Hollow Drake,Echoes of Valor,250,Common,0.10,eov",
     "Hollow Drake,Mirrorwood,226,Common,0.10,mrw",
     "Lightning Bolt,Karlov Vaults,141,Common,1.00,krv",
-    "Toon Serpent,Rarity Vault,RA01-EN088,Common,0.10,",
+    "Toon Serpent,Rarity Vault,RA01-EN088,Common,0.10,ra01",
+    "Mystic Sentry,Dawn of Legends,DOL-012,Common,0.10,",  # the catalog knows no code
+    # one name under one collector number in several Magic sets: the set code decides
+    "Sol Ring,Karlov Vaults,123,Uncommon,1.00,krv",
+    "Sol Ring,Dominion Rising,123,Uncommon,1.20,dmr",
+    "Sol Ring,Shards of Ilvar,123,Rare,2.00,soi",
+    "Sol Ring,Karlov Vaults Promos,123p,Rare,9.00,pkrv",
 )
 
 
@@ -506,7 +513,13 @@ def many(tmp_path: Path) -> Path:
         (("Hollow Drake", "5/3", "C.0250", "EOV · EN"), "Echoes of Valor", "250"),
         (("Hollow Drake", "R0226", "MRW • EN"), "Mirrorwood", "226"),  # rarity letter stuck
         (("Lightning Bolt", "0141/0281 R", "KRV • EN"), "Karlov Vaults", "141"),
+        (("Bolt", "Lightning", "0141/0281 R"), "Karlov Vaults", "141"),  # tilted: read upwards
         (("Toon Serpent", "RA01-END88"), "Rarity Vault", "RA01-EN088"),  # 0 read as D
+        (("Sol Ring", "0123/0281 U", "KRV • EN  Jo Vale"), "Karlov Vaults", "123"),
+        (("Sol Ring", "123/290 U", "DMR·EN"), "Dominion Rising", "123"),
+        (("Sol Ring", "R 0123", "S0I • EN"), "Shards of Ilvar", "123"),  # O read as 0
+        (("Sol Ring", "0123/0281 R", "SOIEN Jo Vale"), "Shards of Ilvar", "123"),  # run together
+        (("Sol Ring", "0123p", "KRV • EN"), "Karlov Vaults Promos", "123p"),  # its main set's
     ],
 )
 def test_among_many_printings_of_a_name_the_printed_number_picks_one(
@@ -530,6 +543,100 @@ def test_among_many_printings_a_name_alone_or_a_like_names_number_is_review(many
     m = match(many, "Zeraora V", "TG05/TG30")  # TG05 of three sets: this name has one
     assert m.status == "identified" and m.best is not None
     assert m.best.card.set_name == "Lost Meridian"
+
+
+def test_set_codes_are_read_in_capitals_with_ocr_confusions() -> None:
+    codes = read_codes(["Sol Ring", "0123/0281 U", "KRV • EN  Jo Vale"])
+    assert codes.printed == ("KRV",) and codes.fits("krv") and not codes.fits("dmr")
+    assert read_codes(["S0I·EN"]).fits("soi")  # O read as 0, the bullet as a dot
+    assert read_codes(["KRVEN Jo Vale"]).fits("krv")  # bullet and spaces not read
+    assert read_codes(["MKM • EN"]).fits("pmkm")  # a promo set prints its main set's code
+    assert read_codes(["LOB-EN001"]).fits("LOB")  # a Yu-Gi-Oh! number opens with it
+    assert not read_codes(["Destroy target krv creature"]).fits("krv")  # rules text
+    assert not read_codes(["0123/0281", "EN"]).fits("en")  # a language is no set code
+    # a code before a language that is clearly another set's contradicts; one edit off
+    # may be a misread and does not
+    assert read_codes(["DMR • EN"]).contradicts("krv") == "DMR"
+    assert read_codes(["KRY • EN"]).contradicts("krv") is None
+    assert read_codes(["<RV· EN"]).contradicts("krv") is None  # K lost
+    assert read_codes(["<RV· EN"]).contradicts("soi") == "RV"  # KRV on a card of SOI's
+    # a misread this bad cannot be told from another set's code: review, not a guess
+    garbled = "PR\N{MULTIPLICATION SIGN}EN"  # `MRW • EN` as OCR read it off a small photo
+    assert read_codes([garbled]).contradicts("mrw") == "PR"
+    assert read_codes(["DMR • EN"]).contradicts("pkrv") == "DMR"  # a promo of KRV: not DMR
+    assert read_codes(["KRV • EN"]).contradicts("krv") is None
+    assert read_codes(["DMR Jo Vale"]).contradicts("krv") is None  # not surely a code
+
+
+def test_one_name_and_number_in_several_sets_without_their_code_is_review(many: Path) -> None:
+    m = match(many, "Sol Ring", "0123/0281 U", "Jo Vale")
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("three printings fit: ")
+    assert m.reason.endswith("; set code unreadable")
+    for printing in (
+        "Karlov Vaults 123, KRV",
+        "Dominion Rising 123, DMR",
+        "Shards of Ilvar 123, SOI",
+    ):
+        assert f"Sol Ring ({printing})" in m.reason
+    m = match(many, "Sol Ring", "0123/0281 U", "MRW • EN")  # a code none of the three has
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("three printings fit: ") and m.reason.endswith(
+        "; set code reads 'MRW'"
+    )
+    m = match(many, "Sol Ring", "0123/0281 U", "krv • en")  # codes are printed in capitals
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.endswith("; set code unreadable")
+    m = match(many, "Sol Ring", "KRV • EN")  # the set, but no number: a name alone
+    assert m.status == "needs_review" and m.reason is not None
+    assert m.reason.startswith("number unreadable; name reads 'Sol Ring'")
+
+
+def test_a_set_code_clearly_another_sets_is_review_and_a_misread_one_is_not(many: Path) -> None:
+    m = match(many, "Hollow Drake", "C 0250", "KRV • EN")  # the catalog has it in EOV only
+    assert m.status == "needs_review"
+    assert m.reason == (
+        "set code reads 'KRV', the catalog has EOV for Hollow Drake (Echoes of Valor 250)"
+    )
+    m = match(many, "Hollow Drake", "C 0250", "E0U • EN")  # one character off: a misread
+    assert m.status == "identified" and m.best is not None
+    assert m.best.card.set_name == "Echoes of Valor" and m.best.code_fit is None
+
+
+def test_a_set_code_read_raises_confidence_to_that_of_a_set_name_read(many: Path) -> None:
+    """Magic and Yu-Gi-Oh! print no set name, only its code: read, it counts the same."""
+    pokemon = match(many, "Pikachu", "Silver Hollow", "025/159").best
+    bolt = match(many, "Lightning Bolt", "0141/0281 R", "KRV • EN").best
+    bolt_uncoded = match(many, "Lightning Bolt", "0141/0281 R").best
+    serpent = match(many, "Toon Serpent", "RA01-EN088").best
+    sentry = match(many, "Mystic Sentry", "DOL-012").best  # no code in the catalog
+    assert pokemon and bolt and bolt_uncoded and serpent and sentry
+    assert pokemon.confidence == bolt.confidence == serpent.confidence == 1.0
+    assert bolt.code_fit is True and serpent.code_fit is True and sentry.code_fit is None
+    assert bolt_uncoded.code_fit is None and bolt_uncoded.confidence < 0.95
+    assert sentry.confidence < 0.95
+
+
+def test_no_mix_of_name_number_and_set_code_identifies_another_printing(many: Path) -> None:
+    catalog = load_catalog(many)
+    magic = [c for c in catalog.cards if c.metadata.get("set_code")]
+    codes = sorted({c.metadata["set_code"].upper() for c in magic} | {"XQZ"})
+    matcher = CardMatcher()
+    twins_identified: set[str] = set()
+    for a in magic:
+        for b in magic:
+            for code in codes:
+                m = matcher.match(catalog, lines(a.name, b.number, f"{code} • EN"))
+                if m.status != "identified":
+                    continue
+                assert m.best is not None and m.best.card.key == a.key, (a, b, code)
+                assert m.best.number_fit == Fit.FULL, (a, b, code)
+                # of one name under one number in several sets, only the one whose code
+                # was read (a promo set `pkrv` prints its main set's `KRV`)
+                if sum(c.number == b.number for c in catalog.by_name[a.key]) > 1:
+                    assert m.best.card.metadata["set_code"].upper() in (code, f"P{code}")
+                    twins_identified.add(code)
+    assert twins_identified == {"KRV", "DMR", "SOI"}  # Sol Ring 123 in each, by its code
 
 
 def test_no_mix_of_a_name_and_another_printings_number_is_identified_among_many(
@@ -585,6 +692,10 @@ def test_the_hard_catalog_holds_many_printings_of_one_name_in_every_format(
     names = {s.name for s in specs}
     assert {"Farfetch'd", "Mr. Mime", "Flabébé", "Nidoran♀", "Porygon2", "Type: Null"} <= names
     assert any(re.fullmatch(r"[A-Z0-9]+-(EN)?\d{3}", s.number) for s in specs)
+    reprints: dict[tuple[str, str], set[str]] = {}
+    for s in by_trait(specs)["set code"]:
+        reprints.setdefault((s.name, s.number), set()).add(s.set_code)
+    assert len(reprints) >= 5 and all(len(codes) >= 2 for codes in reprints.values())
 
 
 def test_on_the_hard_catalog_what_a_card_prints_identifies_it_and_its_name_never_alone(
@@ -604,7 +715,22 @@ def test_on_the_hard_catalog_what_a_card_prints_identifies_it_and_its_name_never
         )
         alone = matcher.match(catalog, lines(spec.name, "Attack 40"))
         assert alone.status == "needs_review", spec
-    for _ in range(60):
+    for spec in by_trait(specs)["set code"]:  # one name and number in several sets
+        m = matcher.match(catalog, lines(*as_printed(spec)))
+        assert m.status == "identified" and m.best is not None, (spec, m.reason)
+        assert m.best.card.set_name == spec.set_name and m.best.code_fit is True
+        uncoded = matcher.match(catalog, lines(*as_printed(spec)[:-1]))
+        assert uncoded.status == "needs_review" and uncoded.reason is not None, spec
+        assert "printings fit: " in uncoded.reason and f", {spec.set_code})" in uncoded.reason
+        assert uncoded.reason.endswith("; set code unreadable")
+    in_another_set = 0
+    for _ in range(100):
         stranger = hard_stranger(rng, specs)
         m = matcher.match(catalog, lines(*as_printed(stranger)))
         assert m.status != "identified", (stranger, m.best)
+        if stranger.layout == "magic" and any(
+            (s.name, s.number) == (stranger.name, stranger.number) for s in specs
+        ):  # a name and number the catalog has, but in another set: the code says so
+            in_another_set += 1
+            assert m.reason is not None and f"set code reads '{stranger.set_code}'" in m.reason
+    assert in_another_set > 0

@@ -93,6 +93,48 @@ def test_ygoprodeck_printings_are_one_row_each(tmp_path: Path) -> None:
     assert card(catalog, "Dark Magician", "MP20-EN126").market_price is None  # `0`: unknown
     pots = [c.rarity for c in catalog.cards if c.name == "Pot of Greed"]
     assert pots == ["Super Rare", "Secret Rare"]  # one code, two printings
+    # the set's code, which opens the number, is kept for matching
+    assert [c.metadata["set_code"] for c in blue_eyes] == ["LOB", "LOB", "LDK2"]
+
+
+def test_one_scryfall_name_and_number_in_two_sets_is_told_apart_by_the_set_code(
+    tmp_path: Path,
+) -> None:
+    """Scryfall's `set` is the code the card prints (`KRV • EN`): imported, it picks the
+    printing that the name and collector number alone cannot."""
+
+    def printing(code: str, set_name: str) -> dict[str, object]:
+        return {
+            "object": "card",
+            "id": f"00000000-0000-4000-8000-{code:0>12}",
+            "lang": "en",
+            "name": "Sol Ring",
+            "layout": "normal",
+            "set": code,
+            "set_name": set_name,
+            "collector_number": "123",
+            "rarity": "uncommon",
+            "digital": False,
+            "prices": {"usd": "1.50"},
+        }
+
+    source = tmp_path / "default-cards.json"
+    source.write_text(
+        json.dumps([printing("krv", "Karlov Vaults"), printing("dmr", "Dominion Rising")])
+    )
+    out = tmp_path / "magic.csv"
+    report = import_catalog(source, SourceFormat.scryfall, out)
+    assert report.rows == 2 and not report.skipped
+    catalog = load_catalog(out)
+    assert sorted(c.metadata["set_code"] for c in catalog.cards) == ["dmr", "krv"]
+    for code, set_name in (("KRV", "Karlov Vaults"), ("DMR", "Dominion Rising")):
+        m = CardMatcher().match(catalog, lines("Sol Ring", "0123/0281 U", f"{code} • EN  Jo Vale"))
+        assert m.status == "identified" and m.best is not None, m.reason
+        assert m.best.card.set_name == set_name
+    m = CardMatcher().match(catalog, lines("Sol Ring", "0123/0281 U"))
+    assert m.status == "needs_review"
+    assert m.reason is not None and m.reason.startswith("two printings fit: Sol Ring (")
+    assert "(Karlov Vaults 123, KRV)" in m.reason and m.reason.endswith("; set code unreadable")
 
 
 def test_skipped_rows_are_counted_with_the_reason() -> None:

@@ -18,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from framewire.inference_agent.build import backend_options
 from framewire.inference_agent.cards.ocr import CardOcr
 from framewire.inference_agent.models import (
     BackendOptions,
@@ -30,6 +31,7 @@ from framewire.inference_agent.models import (
 from framewire.inference_agent.models.backends import OnnxSession, choose_backend, mlx_available
 from framewire.inference_agent.models.manifest import InputSpec, ModelManifest
 from framewire.inference_agent.models.mlx_graph import MlxSession, unsupported
+from framewire.inference_agent.settings import InferenceSettings
 from framewire.samples import card_jpeg, load_specs
 
 MANIFESTS = load_manifests(default_manifest_path())
@@ -130,6 +132,17 @@ def test_onnx_provider_choice_and_backend_choice() -> None:
             MANIFESTS["ocr-cls"].verified_bytes(),
             BackendOptions(providers=("NoSuchExecutionProvider",)),
         )
+
+
+def test_onnx_intra_op_spinning_is_off_unless_the_setting_turns_it_on() -> None:
+    m = MANIFESTS["ocr-cls"]
+    for settings, spinning in (
+        (InferenceSettings(), "0"),
+        (InferenceSettings(onnx_intra_op_spinning=True), "1"),
+    ):
+        session = OnnxSession(m, m.verified_bytes(), backend_options(settings))
+        options = session.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
 
 
 @functools.cache

@@ -6,7 +6,9 @@ Each printing becomes one row with the number as the card prints it: the Pokémo
 keep the number without its set total, so a plain number gets the set's printed total
 (`4` in a set of 102 -> `4/102`; promos print none), while `TG05`, `SWSH050` or `24a` stay
 as they are (matching takes `TG05` for `TG05/TG30`). Prices and ids become metadata
-columns.
+columns. So is the set code a card prints (Scryfall's `set`: `m10`; for Yu-Gi-Oh! the code
+that opens the number: `LOB` of `LOB-EN001`), which tells apart one name under one number
+in several sets.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ _SCRYFALL_PRICES = ("usd", "usd_foil", "usd_etched", "eur", "eur_foil", "tix")
 _YGOPRODECK_COLUMNS = (
     "id",
     "type",
+    "set_code",
     "set_rarity_code",
     "price_currency",
     "tcgplayer_price",
@@ -257,16 +260,18 @@ def _ygoprodeck(card: dict[str, object], where: str) -> Iterator[Item]:
     for k, entry in enumerate(printings, start=1):
         printing = _obj(entry)
         price = _price(printing.get("set_price"))
+        number = _text(printing.get("set_code"))
         yield SourceRow(
             where=f"{where} printing {k}",
             name=name,
             set_name=_text(printing.get("set_name")),
-            number=_text(printing.get("set_code")),
+            number=number,
             rarity=_text(printing.get("set_rarity")),
             market_price=price,
             metadata={
                 "id": _text(card.get("id")),
                 "type": _text(card.get("type")),
+                "set_code": number.partition("-")[0] if "-" in number else "",
                 "set_rarity_code": _text(printing.get("set_rarity_code")),
                 "price_currency": "USD" if price is not None else "",
                 "tcgplayer_price": price_text(_price(card_prices.get("tcgplayer_price"))),

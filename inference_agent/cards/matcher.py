@@ -2,8 +2,13 @@
 
 Tuned so that a wrong `identified` is rarer than a `needs_review`: a card is identified only
 when its name reads clearly, its printed number fits (`numbers.fit`), and no other card
-comes close. A name alone never identifies a card. Anything short of that is
-`needs_review`, with a reason a person can act on (`review`).
+comes close. A name alone never identifies a card, nor does a printing whose set code
+reads as another set's. Anything short of that is `needs_review`, with a reason a person
+can act on (`review`).
+
+Where the set is printed, it is evidence too: its name (Pokémon), or its code (Magic's
+`KRV • EN`, the `LOB` of Yu-Gi-Oh!'s `LOB-EN001`; `set_codes`), which is what tells apart
+one name under one collector number in several Magic sets.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from framewire.inference_agent.cards.catalog import Catalog, CatalogCard
 from framewire.inference_agent.cards.names import normalise
 from framewire.inference_agent.cards.numbers import Fit, NumberReading, fit, read_number
 from framewire.inference_agent.cards.review import review_reason, unknown_reason
+from framewire.inference_agent.cards.set_codes import CodesRead, read_codes
 
 _HP = re.compile(r"(?:HP\s*([0-9]{2,3}))|(?:([0-9]{2,3})\s*HP)", re.IGNORECASE)
 _HP_TAIL = re.compile(r"\s*[HIl|]?\s*P\s*[0-9]{2,3}\s*$")  # `HP 290` at a line's end, misread
@@ -34,6 +40,7 @@ _MAX_READINGS = 400  # words taken as possible numbers, per card photo
 _SYMBOL_MISREADS = {"t": "†", "+": "†", "*": "★"}
 _NUMBER_SCORES = {Fit.FULL: 1.0, Fit.PARTIAL: 0.6, Fit.SAME_TOTAL: 0.2}
 _NAMES_PER_LINE = 5
+_FRAGMENT = 16  # characters of a line that may be part of a name cut in two
 _NAME_CUTOFF = 60  # a name less like any line than this is not worth a look (ratio, %)
 
 
@@ -53,6 +60,10 @@ class Candidate:
     name_read: str = ""  # the OCR line the card's name reads best in
     number_read: str = ""  # the reading its number fits best, if any fits
     number_fit: Fit = Fit.NONE
+    # True: the printing's set code was read; False: a code read is another set's (it is
+    # `code_read`); None: no code read tells either way, or the catalog has none for it
+    code_fit: bool | None = None
+    code_read: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class _Reading:
     raw: dict[str, str]  # normalised line -> the line as read (the first, if repeated)
     numbers: list[NumberReading]
     hp: int | None
+    codes: CodesRead
 
     @property
     def keys(self) -> list[str]:
@@ -142,11 +154,16 @@ def _read(lines: list[OcrLine]) -> _Reading:
         key = normalise(text)
         if key:
             raw.setdefault(key, line.text.strip())
-    # a name the detector cut in two (`Volthorn` `ex`): two lines in a row, read together
+    # a name the detector cut in two (`Volthorn` `ex`): two lines in a row, read together;
+    # two short ones the other way round too, for a tilted card whose second word sits
+    # higher (`Bolt` `Lightning`)
     for a, b in itertools.pairwise(texts):
         if normalise(a) and normalise(b):
             raw.setdefault(normalise(f"{a} {b}"), f"{a} {b}")
-    return _Reading(raw, read_numbers(lines), read_hp(lines))
+            if len(a) <= _FRAGMENT and len(b) <= _FRAGMENT:
+                raw.setdefault(normalise(f"{b} {a}"), f"{b} {a}")
+    codes = read_codes(line.text for line in lines)
+    return _Reading(raw, read_numbers(lines), read_hp(lines), codes)
 
 
 class CardMatcher:
@@ -193,6 +210,7 @@ class CardMatcher:
             and best.name_score >= self.min_name_score
             and best.name_score >= best_name - 0.05
             and best.number_fit == Fit.FULL
+            and best.code_fit is not False  # the card says it is of another set
             and best.confidence - runner_up >= self.margin
         )
         if clear:
@@ -205,6 +223,7 @@ class CardMatcher:
             threshold=self.threshold,
             margin=self.margin,
             min_name_score=self.min_name_score,
+            codes=read.codes,
         )
         return Match("needs_review", best, scored[:3], number_list, read.hp, reason)
 
@@ -213,6 +232,11 @@ class CardMatcher:
     ) -> list[Candidate]:
         names = _best_of(list({c.key: None for c in cards}), read.keys)
         sets = _best_of(list({c.set_key: None for c in cards if c.set_key}), read.keys)
+        # a set code read that is one of these printings' is evidence against the others
+        code_of = {id(c): c.metadata.get("set_code", "") for c in cards}
+        fitting_code = next(
+            (code for code in code_of.values() if code and read.codes.fits(code)), ""
+        )
         out = []
         for card in cards:
             name_score, name_line = names.get(card.key, (0.0, ""))
@@ -220,10 +244,15 @@ class CardMatcher:
             # no number legible is no evidence either way; a number that is another card's is
             number_score = _NUMBER_SCORES.get(level, 0.0 if numbers_read else 0.4)
             set_score = sets.get(card.set_key, (0.0, ""))[0]
+            code_fit, code_read = _code_fit(code_of[id(card)], read.codes, fitting_code)
+            if code_fit:
+                set_score = 1.0  # the set is read, by its code rather than its name
             confidence = 0.55 * name_score + 0.35 * number_score + 0.10 * set_score
             card_hp = card.metadata.get("hp", "")
             if read.hp is not None and card_hp.isdigit() and int(card_hp) != read.hp:
                 confidence -= 0.1  # printed HP disagrees with the catalog
+            if code_fit is False:
+                confidence -= 0.1  # so does the set code
             out.append(
                 Candidate(
                     card=card,
@@ -234,10 +263,23 @@ class CardMatcher:
                     name_read=read.raw.get(name_line, ""),
                     number_read=number_read,
                     number_fit=level,
+                    code_fit=code_fit,
+                    code_read=code_read,
                 )
             )
         out.sort(key=lambda c: c.confidence, reverse=True)
         return out
+
+
+def _code_fit(code: str, codes: CodesRead, fitting: str) -> tuple[bool | None, str]:
+    """Whether the printing's set code `code` was read, and if another set's was, which
+    (`fitting`: a code of another candidate that was read)."""
+    if not code:
+        return None, ""
+    if codes.fits(code):
+        return True, ""
+    other = codes.contradicts(code) or fitting.upper()
+    return (False, other) if other else (None, "")
 
 
 def _fitting(catalog: Catalog, reading: NumberReading) -> Iterator[CatalogCard]:

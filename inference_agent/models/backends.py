@@ -42,7 +42,7 @@ class BackendOptions:
     # onnxruntime's worker threads spin while they wait for work; on a small box that
     # shares its cores (capture, ledger, the broker) the spinning takes the cores the next
     # inference needs: on 2 cores a card read takes about a third less time without it
-    # (benchmarks/accuracy.py)
+    # (benchmarks/accuracy.py). The inference setting `onnx_intra_op_spinning` turns it on.
     intra_op_spinning: bool = False
     # whether `auto` tries MLX first; None: only on Apple silicon (tests set it on Linux)
     auto_prefers_mlx: bool | None = None
@@ -105,8 +105,8 @@ class OnnxSession:
             opts.intra_op_num_threads = options.intra_op_threads
         if options.inter_op_threads:
             opts.inter_op_num_threads = options.inter_op_threads
-        if not options.intra_op_spinning:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        spinning = "1" if options.intra_op_spinning else "0"  # "1" is onnxruntime's default
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         providers = onnx_providers(options.providers)
         try:
             self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
