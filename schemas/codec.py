@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -11,12 +12,16 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from framewire.schemas.messages import SCHEMA_VERSION, ErrorKind, FrameMeta, Message
-from framewire.schemas.names import mqtt_string_problem
+from framewire.schemas.names import mqtt_string_problem, printable
 
 M = TypeVar("M", bound=Message)
 
 FRAME_SCHEMA = f"framewire.frame/{SCHEMA_VERSION}"
 _MAX_PROPERTY = 1024
+MAX_REASON = 1000  # characters: a reason is one log line and a dead letter's field
+
+_shown = reprlib.Repr()  # a value from the input, as a reason quotes it: short
+_shown.maxstring = _shown.maxother = 80
 
 
 class PropertyRefusedError(ValueError):
@@ -31,6 +36,9 @@ class MessageError(ValueError):
     their callers know it by, so one `except` catches every refusal."""
 
     def __init__(self, kind: ErrorKind, reason: str) -> None:
+        # A reason quotes its input (a key, a version, a decoder's message): whatever that
+        # holds, it stays one printable line of bounded length in a log and a dead letter.
+        reason = printable(reason[: MAX_REASON + 1], limit=MAX_REASON)
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -70,7 +78,8 @@ def decode_json(model: type[M], payload: bytes) -> M:
     if version != SCHEMA_VERSION:
         raise MessageError(
             ErrorKind.UNSUPPORTED_VERSION,
-            f"schema_version {version!r} is not supported (this agent reads {SCHEMA_VERSION})",
+            f"schema_version {_shown.repr(version)} is not supported "
+            f"(this agent reads {SCHEMA_VERSION})",
         )
     try:
         return model.model_validate(data)
@@ -117,15 +126,18 @@ def frame_meta_from_properties(pairs: Iterable[tuple[str, str]] | None) -> Frame
     fields: dict[str, str] = {}
     for key, value in pairs:
         if len(value) > _MAX_PROPERTY:
-            raise MessageError(ErrorKind.MALFORMED, f"user property {key!r} is too long")
+            raise MessageError(ErrorKind.MALFORMED, f"user property {_shown.repr(key)} is too long")
         if key in fields:
-            raise MessageError(ErrorKind.MALFORMED, f"user property {key!r} appears twice")
+            raise MessageError(
+                ErrorKind.MALFORMED, f"user property {_shown.repr(key)} appears twice"
+            )
         fields[key] = value
     schema = fields.pop("schema", None)
     if schema != FRAME_SCHEMA:
         raise MessageError(
             ErrorKind.UNSUPPORTED_VERSION,
-            f"frame schema {schema!r} is not supported (this agent reads {FRAME_SCHEMA!r})",
+            f"frame schema {_shown.repr(schema)} is not supported "
+            f"(this agent reads {FRAME_SCHEMA!r})",
         )
     try:
         return FrameMeta.model_validate(fields)

@@ -133,7 +133,10 @@ def load_catalog(path: Path) -> Catalog:
         raise CatalogError(f"cannot read catalog {path}: {err.strerror}") from None
     with handle:
         reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        try:  # the header is read here, and may be no better than the rows
+            header = [h.strip() for h in (reader.fieldnames or [])]
+        except (csv.Error, UnicodeDecodeError) as err:
+            raise CatalogError(f"catalog {path} is not valid UTF-8 CSV: {err}") from None
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise CatalogError(

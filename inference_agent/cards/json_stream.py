@@ -12,6 +12,9 @@ from typing import TextIO
 
 CHUNK = 1 << 20
 MAX_RECORD_CHARS = 16 << 20  # one record larger than this is refused, not buffered forever
+# What may follow a number that a chunk cut short: nothing yet, or the start of its fraction
+# or exponent, which the decoder leaves unread (it reads "1." as 1, then stops at the ".")
+_NUMBER_GOES_ON = frozenset(["", ".", "e", "E", "e+", "e-", "E+", "E-"])
 
 
 class JsonStreamError(ValueError):
@@ -82,8 +85,10 @@ class _Buffer:
                 raise JsonStreamError(
                     f"{self.name} at offset {self.offset}: nested too deeply"
                 ) from None
-            if end == len(self.text) and self.more():
-                continue  # a number may go on past the chunk: decode it again
+            if len(self.text) - end <= 2 and self.text[end:] in _NUMBER_GOES_ON and self.more():
+                # a number may go on past the chunk ("12" of "125", "1" of "1.5" or "1e5"):
+                # decode it again with the next chunk
+                continue
             self.pos = end
             return value
 
