@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import stat
@@ -105,6 +106,10 @@ async def scan_folder_async(
         yield chunk
 
 
+# files a rescan offers at once, at most (see `FolderWatcher._scan_into_pending`)
+RESCAN_CHUNK = 1024
+
+
 class FolderWatcher:
     """Yields each file of `root` once it has settled; may yield a file again if it changes."""
 
@@ -125,6 +130,7 @@ class FolderWatcher:
         self._ready: asyncio.Queue[tuple[Path, FileVersion]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._rescan_now = asyncio.Event()
+        self._taken = asyncio.Event()  # set whenever files leave `pending`
         self._rechecks: dict[Path, asyncio.TimerHandle] = {}
         self.watch_failures = 0
 
@@ -156,12 +162,22 @@ class FolderWatcher:
 
         self._rechecks[path] = loop.call_later(after, offer)
 
-    def _scan(self, top: Path | None = None) -> list[Path]:
-        return list(candidates(top or self.root))
-
     async def _scan_into_pending(self, top: Path | None = None) -> None:
-        for path in await asyncio.to_thread(self._scan, top):
-            self._offer(path)
+        """Offer every candidate under `top` (the whole folder), a chunk at a time: the next
+        chunk waits until what is pending is down to one chunk, so a rescan of a folder
+        that has gathered years of originals holds at most about two chunks of them in
+        memory, not all of them."""
+        paths = candidates(top or self.root)
+
+        def take() -> list[Path]:
+            return list(itertools.islice(paths, RESCAN_CHUNK))
+
+        while chunk := await asyncio.to_thread(take):
+            for path in chunk:
+                self._offer(path)
+            while self.pending > RESCAN_CHUNK:  # the settler and the agent take them
+                self._taken.clear()
+                await self._taken.wait()
 
     @staticmethod
     def _is_new_folder(change: watchfiles.Change, raw: str) -> bool:
@@ -251,6 +267,7 @@ class FolderWatcher:
                 elif now - since >= self.settle:
                     del self._pending[path]
                     self._ready.put_nowait((path, version))
+            self._taken.set()
 
     async def __aiter__(self) -> AsyncIterator[tuple[Path, FileVersion]]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -259,7 +276,9 @@ class FolderWatcher:
             tg.create_task(self._rescans(), name="watch-rescan")
             tg.create_task(self._settler(), name="watch-settle")
             while True:
-                yield await self._ready.get()
+                item = await self._ready.get()
+                self._taken.set()
+                yield item
 
     async def batches(self, size: int = 64) -> AsyncIterator[list[tuple[Path, FileVersion]]]:
         """What `__aiter__` yields, as lists of at most `size`: every file ready now goes
