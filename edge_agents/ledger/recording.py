@@ -313,9 +313,14 @@ def _doubt(db: LedgerSql, r: InferenceResult) -> tuple[str | None, bool]:
     """Why `r` is not inventory (None when its station announced it as it is), and whether
     a station announced the frame at all."""
     row = db.one("SELECT station, sha256 FROM announced WHERE frame_id = ?", (r.frame_id,))
-    if row is None:
+    return _doubt_of(r, None if row is None else (str(row[0]), str(row[1])))
+
+
+def _doubt_of(r: InferenceResult, announced: tuple[str, str] | None) -> tuple[str | None, bool]:
+    """`_doubt`, given what was announced for the frame: (station, sha256), or None."""
+    if announced is None:
         return f"no station announced frame {r.frame_id}", False
-    station, sha256 = str(row[0]), str(row[1])
+    station, sha256 = announced
     if station != r.station:
         return f"station {station} announced frame {r.frame_id}, not station {r.station}", True
     if sha256 != r.sha256:
@@ -472,18 +477,7 @@ class _Batch:
 
     def doubt(self, r: InferenceResult) -> tuple[str | None, bool]:
         """`_doubt`, from what the batch knows."""
-        announced = self.announced.get(r.frame_id)
-        if announced is None:
-            return f"no station announced frame {r.frame_id}", False
-        station, sha256 = announced
-        if station != r.station:
-            return f"station {station} announced frame {r.frame_id}, not station {r.station}", True
-        if sha256 != r.sha256:
-            return (
-                f"sha256 differs from what station {station} announced for frame {r.frame_id}",
-                True,
-            )
-        return None, True
+        return _doubt_of(r, self.announced.get(r.frame_id))
 
     def record(self, r: InferenceResult) -> Recorded:
         if r.frame_id not in self.suspect:
