@@ -7,6 +7,7 @@ import ast
 import asyncio
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from framewire.inference_agent.agent import SPEC as INFERENCE
 from framewire.samples import card_jpeg, load_specs, sample_catalog_path
 from framewire.schemas.channels import ACKS, FRAMES, RESULTS
 from tests.conftest import USERS, Pipeline, cli_env, jpeg_bytes, wait_until
+from tests.test_pipeline import capture_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = {"capture": CAPTURE, "inference": INFERENCE, "ledger": LEDGER}
@@ -207,13 +209,24 @@ def test_a_request_is_answered_while_frames_wait_in_the_data_lane(pipeline: Pipe
     `queue_size` waiting."""
     catalog = str(sample_catalog_path())
     pipeline.agents["inference"].env.update(FRAMEWIRE_CATALOG=catalog, FRAMEWIRE_QUEUE_SIZE="16")
-    pipeline.start()
+    pipeline.start("ledger", "capture")
     rng = random.Random(3)
     specs = load_specs()
     for i in range(60):
         tmp = pipeline.captures / f".{i}.tmp"
         tmp.write_bytes(card_jpeg(specs[i % len(specs)], rng))
         tmp.rename(pipeline.captures / f"card-{i:02d}.jpg")
+
+    # capture holds them until an inference agent is online, then sends them together: the
+    # frames lane fills at once, however fast or slow this machine reads a card
+    def recorded() -> int:
+        try:
+            return len(capture_rows(pipeline.state_db))
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+    wait_until(lambda: recorded() == 60, timeout=120, what="capture recording the 60 photos")
+    pipeline.start("inference")
     env = cli_env(pipeline.broker, "operator")
 
     def waiting() -> int:
