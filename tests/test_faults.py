@@ -96,10 +96,21 @@ def run_scenario(p: Pipeline, name: str, fault: Callable[[], None]) -> Report:
     assert {r["sha256"] for r in rows} == {
         __import__("hashlib").sha256(d).hexdigest() for d in payloads.values()
     }
-    conn = sqlite3.connect(f"file:{p.state_db}?mode=ro", uri=True)
-    states = dict(conn.execute("SELECT state, count(*) FROM frames GROUP BY state").fetchall())
-    conn.close()
-    assert states.get("ledgered") == FRAMES, states
+
+    def states() -> dict[str, int]:
+        conn = sqlite3.connect(f"file:{p.state_db}?mode=ro", uri=True)
+        try:
+            return dict(conn.execute("SELECT state, count(*) FROM frames GROUP BY state"))
+        finally:
+            conn.close()
+
+    # an acknowledgement the fault lost comes when its frame is resent (after ack_timeout,
+    # backing off): every frame ends ledgered at capture too, if not at once
+    wait_until(
+        lambda: states().get("ledgered") == FRAMES,
+        timeout=120,
+        what="every frame ledgered at capture",
+    )
     return report
 
 
